@@ -1,0 +1,182 @@
+//! Health: a pure per-backend state machine fed by active checks, and the loop that runs them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lockstep_config::HealthConfig;
+use lockstep_journal::{Header, RequestRecord};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::pool::BackendState;
+use crate::replicator::Replicator;
+
+/// Consecutive-result thresholds. A tracker starts with no opinion: the first result decides.
+#[derive(Debug, Clone)]
+pub struct HealthTracker {
+    healthy: Option<bool>,
+    streak: u32,
+    healthy_after: u32,
+    unhealthy_after: u32,
+}
+
+impl HealthTracker {
+    pub fn new(healthy_after: u32, unhealthy_after: u32) -> Self {
+        HealthTracker {
+            healthy: None,
+            streak: 0,
+            healthy_after,
+            unhealthy_after,
+        }
+    }
+
+    pub fn healthy(&self) -> Option<bool> {
+        self.healthy
+    }
+
+    /// Feeds one check result; returns `Some(new)` when the verdict flipped.
+    pub fn observe(&mut self, ok: bool) -> Option<bool> {
+        match self.healthy {
+            None => {
+                self.healthy = Some(ok);
+                self.streak = 0;
+                Some(ok)
+            }
+            Some(current) if current == ok => {
+                self.streak = 0;
+                None
+            }
+            Some(_) => {
+                self.streak += 1;
+                let needed = if ok {
+                    self.healthy_after
+                } else {
+                    self.unhealthy_after
+                };
+                if self.streak >= needed {
+                    self.healthy = Some(ok);
+                    self.streak = 0;
+                    Some(ok)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Runs active health checks against every backend and moves states accordingly: an in-sync
+/// backend (or the primary) that stops answering goes `down`; a `down` one that answers again is
+/// readmitted (see [`Replicator::readmit`]).
+#[derive(Debug)]
+pub struct HealthChecker {
+    replicator: Arc<Replicator>,
+    transport: Arc<dyn crate::Transport>,
+    config: HealthConfig,
+}
+
+impl HealthChecker {
+    /// `transport` should be this checker's own (its connections live on the checker's runtime).
+    pub fn new(
+        replicator: Arc<Replicator>,
+        transport: Arc<dyn crate::Transport>,
+        config: HealthConfig,
+    ) -> Self {
+        HealthChecker {
+            replicator,
+            transport,
+            config,
+        }
+    }
+
+    /// Checks until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut trackers: HashMap<String, HealthTracker> = HashMap::new();
+        let mut tick = tokio::time::interval(self.config.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            self.check_all(&mut trackers).await;
+        }
+    }
+
+    /// One round of checks, all backends at once.
+    pub async fn check_all(&self, trackers: &mut HashMap<String, HealthTracker>) {
+        let backends = self.replicator.pool().all();
+        let checks = backends.iter().map(|b| self.check(b));
+        let results = futures::future::join_all(checks).await;
+        for (backend, ok) in backends.iter().zip(results) {
+            let tracker = trackers.entry(backend.name.clone()).or_insert_with(|| {
+                HealthTracker::new(self.config.healthy_after, self.config.unhealthy_after)
+            });
+            match tracker.observe(ok) {
+                Some(false) if backend.transition(BackendState::InSync, BackendState::Down) => {
+                    warn!(backend = %backend.name, "backend failed its health checks; marked down");
+                }
+                Some(true) => {
+                    if backend.state() == BackendState::Down {
+                        self.replicator.readmit(backend);
+                    } else {
+                        info!(backend = %backend.name, state = %backend.state(), "backend is healthy");
+                    }
+                }
+                Some(false) | None => {}
+            }
+        }
+    }
+
+    async fn check(&self, backend: &crate::Backend) -> bool {
+        let request = RequestRecord {
+            method: "GET".into(),
+            uri: self.config.path.clone(),
+            headers: vec![Header::new("User-Agent", "lockstep-health")],
+            body: Bytes::new(),
+        };
+        match self
+            .transport
+            .send(backend, &request, &[], self.config.timeout)
+            .await
+        {
+            Ok(r) => (200..300).contains(&r.status),
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_result_decides() {
+        let mut t = HealthTracker::new(2, 2);
+        assert_eq!(t.observe(false), Some(false));
+        let mut t = HealthTracker::new(2, 2);
+        assert_eq!(t.observe(true), Some(true));
+    }
+
+    #[test]
+    fn flips_only_after_the_threshold_of_consecutive_results() {
+        let mut t = HealthTracker::new(2, 3);
+        t.observe(true);
+        assert_eq!(t.observe(false), None);
+        assert_eq!(t.observe(false), None);
+        assert_eq!(t.observe(false), Some(false));
+        assert_eq!(t.observe(true), None);
+        assert_eq!(
+            t.observe(false),
+            None,
+            "a contrary result resets the streak"
+        );
+        assert_eq!(t.observe(true), None);
+        assert_eq!(t.observe(true), Some(true));
+        assert_eq!(t.healthy(), Some(true));
+    }
+}

@@ -1,0 +1,22 @@
+//! lockstep's backend pool and replication pipeline: roles and states, ordered per-lane dispatch
+//! to the primary and the backups, acknowledgements and response comparison, commit, health.
+//!
+//! Nothing here names pingora: the HTTP client is the [`Transport`] trait, which the gateway
+//! implements. Everything that decides (ordering, comparison, health transitions, watermarks) is
+//! a plain type testable without sockets.
+#![warn(unreachable_pub, missing_debug_implementations)]
+
+mod compare;
+mod health;
+mod lane;
+mod pool;
+mod replicator;
+mod transport;
+mod watermark;
+
+pub use compare::{Difference, compare_responses};
+pub use health::{HealthChecker, HealthTracker};
+pub use pool::{Backend, BackendState, BackendStatus, Pool, PoolStatus};
+pub use replicator::{Committed, ReplicationError, Replicator, Submission};
+pub use transport::{Transport, TransportError};
+pub use watermark::Watermark;

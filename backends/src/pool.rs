@@ -1,0 +1,197 @@
+//! The backends behind the gateway: who is primary, what state each one is in, how far each one
+//! has acknowledged the history.
+
+use std::fmt;
+use std::sync::Arc;
+
+use lockstep_config::{BackendConfig, Role};
+use lockstep_journal::Seq;
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+
+use crate::watermark::Watermark;
+
+/// Where a backend stands with respect to the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendState {
+    /// Has processed every committed request; takes part in replication.
+    InSync,
+    /// Missed requests (an error or a timeout); out of the in-sync set until it catches up.
+    Lagging,
+    /// Answered differently from the primary; out of service until resynced.
+    Diverged,
+    /// Being filled from the journal.
+    Joining,
+    /// Its last request has an unknown outcome; not trusted until verified or resynced.
+    Suspect,
+    /// Does not answer health checks.
+    Down,
+}
+
+impl BackendState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::InSync => "in-sync",
+            BackendState::Lagging => "lagging",
+            BackendState::Diverged => "diverged",
+            BackendState::Joining => "joining",
+            BackendState::Suspect => "suspect",
+            BackendState::Down => "down",
+        }
+    }
+}
+
+impl fmt::Display for BackendState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One backend: its identity, its state and its acknowledgement watermark.
+#[derive(Debug)]
+pub struct Backend {
+    pub name: String,
+    pub url: url::Url,
+    pub implementation: String,
+    state: Mutex<BackendState>,
+    acked: Mutex<Watermark>,
+}
+
+impl Backend {
+    pub fn new(config: &BackendConfig) -> Self {
+        Backend {
+            name: config.name.clone(),
+            url: config.url.clone(),
+            implementation: config.implementation.clone(),
+            state: Mutex::new(BackendState::InSync),
+            acked: Mutex::new(Watermark::default()),
+        }
+    }
+
+    pub fn state(&self) -> BackendState {
+        *self.state.lock()
+    }
+
+    /// Sets the state; returns the previous one.
+    pub fn set_state(&self, state: BackendState) -> BackendState {
+        std::mem::replace(&mut *self.state.lock(), state)
+    }
+
+    /// Moves from `from` to `to` only if the backend is in `from`; returns whether it moved.
+    pub fn transition(&self, from: BackendState, to: BackendState) -> bool {
+        let mut s = self.state.lock();
+        if *s == from {
+            *s = to;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Every seq `<=` this has been processed by this backend (or needed no processing).
+    pub fn acked_seq(&self) -> Seq {
+        self.acked.lock().through()
+    }
+
+    pub(crate) fn mark_acked(&self, seq: Seq) -> Seq {
+        self.acked.lock().mark(seq)
+    }
+}
+
+/// The set of backends and which one is primary.
+#[derive(Debug)]
+pub struct Pool {
+    backends: RwLock<Vec<Arc<Backend>>>,
+    primary: RwLock<Arc<Backend>>,
+}
+
+impl Pool {
+    /// Builds the pool from validated config (exactly one primary).
+    pub fn new(configs: &[BackendConfig]) -> Self {
+        let backends: Vec<Arc<Backend>> =
+            configs.iter().map(|c| Arc::new(Backend::new(c))).collect();
+        let primary = configs
+            .iter()
+            .position(|c| c.role == Role::Primary)
+            .map(|i| backends[i].clone())
+            .expect("validated config has exactly one primary");
+        Pool {
+            backends: RwLock::new(backends),
+            primary: RwLock::new(primary),
+        }
+    }
+
+    pub fn primary(&self) -> Arc<Backend> {
+        self.primary.read().clone()
+    }
+
+    /// Every backend, in config order.
+    pub fn all(&self) -> Vec<Arc<Backend>> {
+        self.backends.read().clone()
+    }
+
+    /// Every backend but the primary, in config order.
+    pub fn backups(&self) -> Vec<Arc<Backend>> {
+        let primary = self.primary();
+        self.backends
+            .read()
+            .iter()
+            .filter(|b| !Arc::ptr_eq(b, &primary))
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Backend>> {
+        self.backends
+            .read()
+            .iter()
+            .find(|b| b.name == name)
+            .cloned()
+    }
+
+    pub fn status(&self, last_seq: Seq, committed_seq: Seq) -> PoolStatus {
+        let primary = self.primary();
+        let backends = self
+            .all()
+            .iter()
+            .map(|b| BackendStatus {
+                name: b.name.clone(),
+                url: b.url.to_string(),
+                role: if Arc::ptr_eq(b, &primary) {
+                    "primary"
+                } else {
+                    "backup"
+                },
+                state: b.state(),
+                implementation: b.implementation.clone(),
+                acked_seq: b.acked_seq(),
+            })
+            .collect();
+        PoolStatus {
+            primary: primary.name.clone(),
+            last_seq,
+            committed_seq,
+            backends,
+        }
+    }
+}
+
+/// What `GET /status` on the admin listener returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    pub primary: String,
+    pub last_seq: Seq,
+    pub committed_seq: Seq,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub url: String,
+    pub role: &'static str,
+    pub state: BackendState,
+    pub implementation: String,
+    pub acked_seq: Seq,
+}

@@ -1,0 +1,265 @@
+//! What can be wrong with a configuration, one variant per fact.
+//!
+//! Every message names the key with its full path (`routes[2].lane`, `backends[1].url`; array
+//! indices count from 0, in file order), shows the value that was written and says how to fix it.
+//! [`ConfigError::key`] gives the path alone, for tools that want to point at the line.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The file is not valid TOML, or its TOML does not fit the schema: an unknown key, a value
+    /// of the wrong type, an unknown enum value, a missing required key.
+    #[error(
+        "line {line}, column {column}{}: {message}",
+        .key.as_deref().map(|k| format!(" ({k})")).unwrap_or_default()
+    )]
+    Syntax {
+        /// 1-based.
+        line: usize,
+        /// 1-based, in characters.
+        column: usize,
+        /// The key the error is about, when it could be located (`gateway.threads`).
+        key: Option<String>,
+        /// What the TOML parser or the schema said, e.g. ``unknown field `listn`, expected one
+        /// of `listen`, `threads`, ...``.
+        message: String,
+    },
+
+    /// No `[[backends]]` at all.
+    #[error(
+        "no backends are configured; add at least the primary: \
+         [[backends]] name = \"a\" url = \"http://127.0.0.1:9001\" role = \"primary\""
+    )]
+    NoBackends,
+
+    /// Backends are configured but none has `role = "primary"`.
+    #[error(
+        "no backend has role = \"primary\" (found only backups: {}); \
+         set role = \"primary\" on exactly one backend",
+        .backups.join(", ")
+    )]
+    NoPrimary { backups: Vec<String> },
+
+    /// More than one backend has `role = "primary"`.
+    #[error(
+        "backends {} all have role = \"primary\"; exactly one backend may be the primary, \
+         set role = \"backup\" on the others",
+        .names.join(", ")
+    )]
+    MultiplePrimaries { names: Vec<String> },
+
+    /// Two backends share a name.
+    #[error(
+        "{key} = {name:?} is already the name of backends[{first}]; give every backend a \
+         distinct name"
+    )]
+    DuplicateBackendName {
+        key: String,
+        name: String,
+        /// Index of the backend that used the name first.
+        first: usize,
+    },
+
+    /// Two backends point at the same service, which would apply every write to it twice.
+    #[error(
+        "{key} = {url:?} is also the url of backends[{first}]; each backend must be a separate \
+         copy of the service, or it would receive every write twice"
+    )]
+    DuplicateBackendUrl {
+        key: String,
+        url: String,
+        /// Index of the backend that used the URL first.
+        first: usize,
+    },
+
+    /// A backend name with characters other than letters, digits, `-`, `_`, `.`, or empty.
+    #[error(
+        "{key} = {value:?} is not a valid backend name; use only letters, digits, '-', '_' \
+         and '.', like \"a\" or \"billing-v2\""
+    )]
+    InvalidBackendName { key: String, value: String },
+
+    /// A backend URL that does not parse or is not `http://host[:port][/prefix]`.
+    #[error(
+        "{key} = {value:?} is not a usable backend URL: {reason}; write it like \
+         \"http://127.0.0.1:9001\""
+    )]
+    InvalidUrl {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    /// A duration that does not parse.
+    #[error(
+        "{key} = {value:?} is not a duration; write a number and a unit, like \"250ms\", \"5s\" \
+         or \"24h\""
+    )]
+    InvalidDuration { key: String, value: String },
+
+    /// A zero duration where zero means nothing useful (a timeout, an interval, a TTL).
+    #[error("{key} must be longer than zero; write a duration like \"250ms\", \"5s\" or \"24h\"")]
+    ZeroDuration { key: String },
+
+    /// A size that does not parse.
+    #[error(
+        "{key} = {value} is not a size; write a number of bytes, or a number and a unit, like \
+         \"64KiB\", \"16MiB\" or \"1MB\""
+    )]
+    InvalidSize {
+        key: String,
+        /// As written, quoted if it was a string.
+        value: String,
+    },
+
+    /// A zero size where zero would refuse everything.
+    #[error("{key} must be larger than zero; write a size like \"64KiB\" or \"16MiB\"")]
+    ZeroSize { key: String },
+
+    /// A listen address that is not `IP:PORT`.
+    #[error(
+        "{key} = {value:?} is not a socket address; write an IP address and a port, like \
+         \"127.0.0.1:8080\" or \"[::1]:8080\" (host names are not resolved)"
+    )]
+    InvalidListen { key: String, value: String },
+
+    /// The admin listener is reachable from other hosts but no token protects it.
+    #[error(
+        "admin.listen = \"{listen}\" is not a loopback address, so admin.token_file is required; \
+         set admin.token_file to a file holding the token, or listen on 127.0.0.1"
+    )]
+    AdminTokenRequired { listen: SocketAddr },
+
+    /// A number out of its range (`threads = 0`, `healthy_after = 0`).
+    #[error("{key} = {value} {reason}")]
+    InvalidNumber {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    /// A route's `match` string that does not parse.
+    #[error("{key} = {value:?} is not a valid route: {reason}")]
+    InvalidRoute {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    /// A lane template refers to a parameter the route's pattern does not bind.
+    #[error(
+        "{key} uses {{{param}}}, which the route's pattern does not bind; {}",
+        available_params(.available)
+    )]
+    UnknownLaneParam {
+        key: String,
+        param: String,
+        /// The parameters the pattern binds, in pattern order.
+        available: Vec<String>,
+    },
+
+    /// A lane that does not parse.
+    #[error("{key} = {value:?} is not a valid lane: {reason}")]
+    InvalidLane {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    /// Not a valid HTTP header name.
+    #[error(
+        "{key} = {value:?} is not a valid HTTP header name; use letters, digits and '-', like \
+         \"Idempotency-Key\""
+    )]
+    InvalidHeaderName { key: String, value: String },
+
+    /// Not an RFC 6901 JSON pointer.
+    #[error(
+        "{key} = {value:?} is not a JSON pointer; write \"\" for the whole document or a path \
+         starting with '/', like \"/updated_at\" or \"/items/0/id\" (escape '~' as ~0 and \
+         '/' as ~1)"
+    )]
+    InvalidJsonPointer { key: String, value: String },
+
+    /// A probe's `request` that is not `"METHOD /path"`.
+    #[error(
+        "{key} = {value:?} is not a valid probe request: {reason}; write it like \"GET /accounts\""
+    )]
+    InvalidProbe {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    /// A path (URL path or file path) that cannot be used.
+    #[error("{key} = {value:?} is not a valid path: {reason}")]
+    InvalidPath {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    /// A `lockstep_prefix` that cannot be used.
+    #[error("{key} = {value:?} is not a valid prefix: {reason}; write it like \"/_lockstep\"")]
+    InvalidPrefix {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+fn available_params(available: &[String]) -> String {
+    if available.is_empty() {
+        "the pattern binds no parameters; add a {name} segment to the pattern, or use a literal \
+         lane or \"header:NAME\""
+            .to_owned()
+    } else {
+        let list: Vec<String> = available.iter().map(|p| format!("{{{p}}}")).collect();
+        format!("available: {}", list.join(", "))
+    }
+}
+
+impl ConfigError {
+    /// The full path of the key this error is about (`routes[2].lane`), when there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Io { .. } => None,
+            ConfigError::Syntax { key, .. } => key.as_deref(),
+            ConfigError::NoBackends
+            | ConfigError::NoPrimary { .. }
+            | ConfigError::MultiplePrimaries { .. } => Some("backends"),
+            ConfigError::AdminTokenRequired { .. } => Some("admin.token_file"),
+            ConfigError::DuplicateBackendName { key, .. }
+            | ConfigError::DuplicateBackendUrl { key, .. }
+            | ConfigError::InvalidBackendName { key, .. }
+            | ConfigError::InvalidUrl { key, .. }
+            | ConfigError::InvalidDuration { key, .. }
+            | ConfigError::ZeroDuration { key }
+            | ConfigError::InvalidSize { key, .. }
+            | ConfigError::ZeroSize { key }
+            | ConfigError::InvalidListen { key, .. }
+            | ConfigError::InvalidNumber { key, .. }
+            | ConfigError::InvalidRoute { key, .. }
+            | ConfigError::UnknownLaneParam { key, .. }
+            | ConfigError::InvalidLane { key, .. }
+            | ConfigError::InvalidHeaderName { key, .. }
+            | ConfigError::InvalidJsonPointer { key, .. }
+            | ConfigError::InvalidProbe { key, .. }
+            | ConfigError::InvalidPath { key, .. }
+            | ConfigError::InvalidPrefix { key, .. } => Some(key),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! lockstep's configuration: the TOML shape users write, parsed strictly, validated, and turned
+//! into the typed values of [`Config`].
+//!
+//! The pipeline is raw serde structs (unknown keys rejected) → validation → typed values. Every
+//! error names the key, the bad value and the fix; TOML syntax errors carry line and column.
+#![warn(unreachable_pub, missing_debug_implementations)]
+
+mod error;
+mod load;
+mod raw;
+mod route;
+mod syntax;
+mod types;
+mod units;
+mod validate;
+
+pub use error::ConfigError;
+pub use types::{
+    AckPolicy, AdminConfig, BackendConfig, CompareRule, Config, DispatchMode, FsyncMode,
+    GatewayConfig, HealthConfig, IdempotencyConfig, IdempotencyRule, InFlightPolicy, JournalConfig,
+    LanePart, LaneTemplate, MethodSet, OnDivergence, PathPattern, ReplicationConfig, RequestKind,
+    Role, RouteRule, Segment, VerifyConfig, ViewProbe,
+};

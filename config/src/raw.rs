@@ -1,0 +1,438 @@
+//! The TOML shape users write, as serde structs: nothing here is checked beyond its TOML type.
+//!
+//! Unknown keys are rejected everywhere (`deny_unknown_fields`), so a misspelled key is an error
+//! rather than a silently ignored line. Every default is a named function, so the default a user
+//! gets and the default the reference documents are the same value. Durations, sizes, addresses,
+//! URLs and patterns stay strings here; `validate` turns them into typed values and names the key
+//! when one is wrong.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Visitor};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub(crate) gateway: RawGateway,
+    #[serde(default)]
+    pub(crate) admin: RawAdmin,
+    #[serde(default)]
+    pub(crate) journal: RawJournal,
+    #[serde(default)]
+    pub(crate) replication: RawReplication,
+    #[serde(default)]
+    pub(crate) idempotency: RawIdempotency,
+    #[serde(default)]
+    pub(crate) health: RawHealth,
+    /// Required: at least the primary. Missing entirely is reported as `NoBackends`, not as a
+    /// serde error, so the message can say what to write.
+    #[serde(default)]
+    pub(crate) backends: Vec<RawBackend>,
+    #[serde(default)]
+    pub(crate) routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub(crate) verify: RawVerify,
+}
+
+/// `[gateway]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    #[serde(default = "default_gateway_listen")]
+    pub(crate) listen: String,
+    #[serde(default = "default_threads")]
+    pub(crate) threads: u64,
+    #[serde(default = "default_max_body")]
+    pub(crate) max_body: RawSize,
+    #[serde(default = "default_lockstep_prefix")]
+    pub(crate) lockstep_prefix: String,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        RawGateway {
+            listen: default_gateway_listen(),
+            threads: default_threads(),
+            max_body: default_max_body(),
+            lockstep_prefix: default_lockstep_prefix(),
+        }
+    }
+}
+
+pub(crate) fn default_gateway_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+pub(crate) fn default_threads() -> u64 {
+    2
+}
+
+pub(crate) fn default_max_body() -> RawSize {
+    RawSize::Text("16MiB".to_owned())
+}
+
+pub(crate) fn default_lockstep_prefix() -> String {
+    "/_lockstep".to_owned()
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    pub(crate) listen: String,
+    #[serde(default)]
+    pub(crate) token_file: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin_listen(),
+            token_file: None,
+        }
+    }
+}
+
+pub(crate) fn default_admin_listen() -> String {
+    "127.0.0.1:8081".to_owned()
+}
+
+/// `[journal]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJournal {
+    #[serde(default = "default_journal_dir")]
+    pub(crate) dir: String,
+    #[serde(default = "default_fsync")]
+    pub(crate) fsync: RawFsync,
+}
+
+impl Default for RawJournal {
+    fn default() -> Self {
+        RawJournal {
+            dir: default_journal_dir(),
+            fsync: default_fsync(),
+        }
+    }
+}
+
+pub(crate) fn default_journal_dir() -> String {
+    "./lockstep-data".to_owned()
+}
+
+pub(crate) fn default_fsync() -> RawFsync {
+    RawFsync::Batch
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawFsync {
+    Always,
+    Batch,
+    Never,
+}
+
+/// `[replication]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReplication {
+    #[serde(default = "default_ack")]
+    pub(crate) ack: RawAck,
+    #[serde(default = "default_dispatch")]
+    pub(crate) dispatch: RawDispatch,
+    #[serde(default = "default_backup_timeout")]
+    pub(crate) backup_timeout: String,
+    #[serde(default = "default_primary_timeout")]
+    pub(crate) primary_timeout: String,
+    #[serde(default = "default_connect_timeout")]
+    pub(crate) connect_timeout: String,
+    #[serde(default = "default_on_divergence")]
+    pub(crate) on_divergence: RawOnDivergence,
+}
+
+impl Default for RawReplication {
+    fn default() -> Self {
+        RawReplication {
+            ack: default_ack(),
+            dispatch: default_dispatch(),
+            backup_timeout: default_backup_timeout(),
+            primary_timeout: default_primary_timeout(),
+            connect_timeout: default_connect_timeout(),
+            on_divergence: default_on_divergence(),
+        }
+    }
+}
+
+pub(crate) fn default_ack() -> RawAck {
+    RawAck::All
+}
+
+pub(crate) fn default_dispatch() -> RawDispatch {
+    RawDispatch::Sequential
+}
+
+pub(crate) fn default_backup_timeout() -> String {
+    "5s".to_owned()
+}
+
+pub(crate) fn default_primary_timeout() -> String {
+    "30s".to_owned()
+}
+
+pub(crate) fn default_connect_timeout() -> String {
+    "1s".to_owned()
+}
+
+pub(crate) fn default_on_divergence() -> RawOnDivergence {
+    RawOnDivergence::Eject
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawAck {
+    All,
+    Majority,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawDispatch {
+    Sequential,
+    Parallel,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawOnDivergence {
+    Eject,
+    Log,
+}
+
+/// `[idempotency]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIdempotency {
+    #[serde(default = "default_idempotency_header")]
+    pub(crate) header: String,
+    #[serde(default = "default_scope_headers")]
+    pub(crate) scope_headers: Vec<String>,
+    #[serde(default = "default_ttl")]
+    pub(crate) ttl: String,
+    #[serde(default = "default_in_flight")]
+    pub(crate) in_flight: RawInFlight,
+}
+
+impl Default for RawIdempotency {
+    fn default() -> Self {
+        RawIdempotency {
+            header: default_idempotency_header(),
+            scope_headers: default_scope_headers(),
+            ttl: default_ttl(),
+            in_flight: default_in_flight(),
+        }
+    }
+}
+
+pub(crate) fn default_idempotency_header() -> String {
+    "Idempotency-Key".to_owned()
+}
+
+pub(crate) fn default_scope_headers() -> Vec<String> {
+    vec!["authorization".to_owned(), "cookie".to_owned()]
+}
+
+pub(crate) fn default_ttl() -> String {
+    "24h".to_owned()
+}
+
+pub(crate) fn default_in_flight() -> RawInFlight {
+    RawInFlight::Wait
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawInFlight {
+    Wait,
+    Reject,
+}
+
+/// `[health]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    #[serde(default = "default_health_path")]
+    pub(crate) path: String,
+    #[serde(default = "default_health_interval")]
+    pub(crate) interval: String,
+    #[serde(default = "default_health_timeout")]
+    pub(crate) timeout: String,
+    #[serde(default = "default_threshold")]
+    pub(crate) unhealthy_after: u64,
+    #[serde(default = "default_threshold")]
+    pub(crate) healthy_after: u64,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            path: default_health_path(),
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+            unhealthy_after: default_threshold(),
+            healthy_after: default_threshold(),
+        }
+    }
+}
+
+pub(crate) fn default_health_path() -> String {
+    "/health".to_owned()
+}
+
+pub(crate) fn default_health_interval() -> String {
+    "250ms".to_owned()
+}
+
+pub(crate) fn default_health_timeout() -> String {
+    "200ms".to_owned()
+}
+
+pub(crate) fn default_threshold() -> u64 {
+    2
+}
+
+/// One `[[backends]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    pub(crate) role: RawRole,
+    #[serde(default = "default_implementation")]
+    pub(crate) implementation: String,
+}
+
+pub(crate) fn default_implementation() -> String {
+    "default".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawRole {
+    Primary,
+    Backup,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    /// `"METHODS PATTERN"`; `match` is a Rust keyword, hence the rename.
+    #[serde(rename = "match")]
+    pub(crate) matches: String,
+    #[serde(default)]
+    pub(crate) kind: Option<RawKind>,
+    #[serde(default)]
+    pub(crate) lane: Option<String>,
+    #[serde(default)]
+    pub(crate) idempotency: Option<RawIdempotencyRule>,
+    #[serde(default)]
+    pub(crate) compare: Option<RawCompare>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawKind {
+    Logical,
+    Read,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawIdempotencyRule {
+    Required,
+    Optional,
+    Off,
+}
+
+/// `compare = { ... }` on a route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCompare {
+    #[serde(default)]
+    pub(crate) status_only: bool,
+    #[serde(default)]
+    pub(crate) ignore_headers: Vec<String>,
+    #[serde(default)]
+    pub(crate) ignore_json: Vec<String>,
+}
+
+/// `[verify]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVerify {
+    #[serde(default)]
+    pub(crate) probes: Vec<RawProbe>,
+}
+
+/// One `[[verify.probes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProbe {
+    pub(crate) request: String,
+    #[serde(default)]
+    pub(crate) status_only: bool,
+    #[serde(default)]
+    pub(crate) ignore_headers: Vec<String>,
+    #[serde(default)]
+    pub(crate) ignore_json: Vec<String>,
+}
+
+/// A size as written: a bare integer of bytes, or a string such as `"16MiB"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+
+        impl Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a size: a number of bytes or a string like "16MiB""#)
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+                // TOML integers are i64; anything larger is not a size anyone means.
+                Ok(RawSize::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_owned()))
+            }
+        }
+
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+impl fmt::Display for RawSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RawSize::Bytes(n) => write!(f, "{n}"),
+            RawSize::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Typed, validated configuration values: what the rest of lockstep reads.
+//!
+//! Every value here has passed validation; code that holds a [`Config`] never re-checks it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[gateway]`: the data listener.
+    pub gateway: GatewayConfig,
+    /// `[admin]`: the admin listener.
+    pub admin: AdminConfig,
+    /// `[journal]`: where and how durably logical requests are recorded.
+    pub journal: JournalConfig,
+    /// `[replication]`: how logical requests reach the backups.
+    pub replication: ReplicationConfig,
+    /// `[idempotency]`: how retried requests are recognised.
+    pub idempotency: IdempotencyConfig,
+    /// `[health]`: active health checks of every backend.
+    pub health: HealthConfig,
+    /// In config order; exactly one has `role == Role::Primary`.
+    pub backends: Vec<BackendConfig>,
+    /// In config order; the first rule that matches a request wins.
+    pub routes: Vec<RouteRule>,
+    /// `[verify]`: logical-view probes.
+    pub verify: VerifyConfig,
+}
+
+/// `[gateway]`: the data listener clients talk to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// `[gateway] listen`, default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// `[gateway] threads`, default 2, at least 1.
+    pub threads: usize,
+    /// `[gateway] max_body` in bytes (written `"16MiB"`, `"64KiB"`, `"1000"`), default 16 MiB.
+    pub max_body: u64,
+    /// `[gateway] lockstep_prefix`, default `/_lockstep`: gateway-owned paths on the data listener.
+    pub lockstep_prefix: String,
+}
+
+/// `[admin]`: the listener for status, metrics, events and topology changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// `[admin] listen`, default `127.0.0.1:8081`. Not loopback only with a `token_file`.
+    pub listen: SocketAddr,
+    /// `[admin] token_file`, optional: a file holding the bearer token admin requests must
+    /// carry. Required when `listen` is not a loopback address.
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[journal] fsync`: when the journal is flushed to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncMode {
+    /// Before a logical request is forwarded: every accepted request survives a power loss.
+    Always,
+    /// In groups, by a background flusher: a crash may lose the last few milliseconds (default).
+    Batch,
+    /// Never explicitly: the operating system decides.
+    Never,
+}
+
+/// `[journal]`: the gateway's record of logical requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalConfig {
+    /// `[journal] dir`, default `./lockstep-data`.
+    pub dir: PathBuf,
+    /// `[journal] fsync`, default `batch`.
+    pub fsync: FsyncMode,
+}
+
+/// `[replication] ack`: who must have processed a logical request before the client gets the
+/// primary's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckPolicy {
+    /// Every in-sync backup must acknowledge (default).
+    All,
+    /// A majority of the members (primary included) must have processed the request.
+    Majority,
+    /// Commit once the primary answered; backups follow asynchronously, still in order.
+    None,
+}
+
+/// `[replication] dispatch`: when backups receive a logical request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchMode {
+    /// Backups receive a request after the primary answered it (default).
+    Sequential,
+    /// Every backend receives a request at once; each still sees lane order.
+    Parallel,
+}
+
+/// `[replication] on_divergence`: what happens when a backup's response differs from the
+/// primary's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDivergence {
+    /// Mark the backup `diverged` and take it out of the in-sync set (default).
+    Eject,
+    /// Log the difference and keep the backup in-sync.
+    Log,
+}
+
+/// `[replication]`: how logical requests reach the backups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicationConfig {
+    /// `[replication] ack`, default `all`.
+    pub ack: AckPolicy,
+    /// `[replication] dispatch`, default `sequential`.
+    pub dispatch: DispatchMode,
+    /// `[replication] backup_timeout`, default 5s: a backup slower than this is ejected (`lagging`).
+    pub backup_timeout: Duration,
+    /// `[replication] primary_timeout`, default 30s: how long the primary may take to answer.
+    pub primary_timeout: Duration,
+    /// `[replication] connect_timeout`, default 1s, for every backend.
+    pub connect_timeout: Duration,
+    /// `[replication] on_divergence`, default `eject`.
+    pub on_divergence: OnDivergence,
+}
+
+/// `[idempotency] in_flight`: what a retry gets while the original is still being processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InFlightPolicy {
+    /// A retry of an in-flight key waits for the original and replays its response (default).
+    Wait,
+    /// A retry of an in-flight key gets 409.
+    Reject,
+}
+
+/// `[idempotency]`: how retried logical requests are recognised and answered once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyConfig {
+    /// `[idempotency] header`, default `Idempotency-Key`; a valid HTTP header name.
+    pub header: String,
+    /// `[idempotency] scope_headers`, lowercased, default `["authorization", "cookie"]`.
+    pub scope_headers: Vec<String>,
+    /// `[idempotency] ttl`, default 24h.
+    pub ttl: Duration,
+    /// `[idempotency] in_flight`, default `wait`.
+    pub in_flight: InFlightPolicy,
+}
+
+/// `[health]`: active health checks, sent to every backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// `[health] path`, default `/health`; starts with `/`.
+    pub path: String,
+    /// `[health] interval`, default 250ms: time between two checks of one backend.
+    pub interval: Duration,
+    /// `[health] timeout`, default 200ms: a check slower than this failed.
+    pub timeout: Duration,
+    /// `[health] unhealthy_after`, default 2, at least 1: consecutive failed checks before a
+    /// backend is marked unhealthy.
+    pub unhealthy_after: u32,
+    /// `[health] healthy_after`, default 2, at least 1: consecutive passed checks before an
+    /// unhealthy backend is marked healthy again.
+    pub healthy_after: u32,
+}
+
+/// `[[backends]] role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Answers clients; exactly one backend has this role.
+    Primary,
+    /// Receives every logical request after (or with) the primary; its responses are compared.
+    Backup,
+}
+
+/// One `[[backends]]` entry: a copy of the service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// Unique; letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// `http://host:port` with an optional path prefix; only `http` is accepted.
+    pub url: url::Url,
+    /// `primary` or `backup`.
+    pub role: Role,
+    /// Free label, default `"default"`.
+    pub implementation: String,
+}
+
+/// `[[routes]] kind`: whether a request changes state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// Changes the service's state: sequenced, journaled, replicated.
+    Logical,
+    /// Served by the primary alone.
+    Read,
+}
+
+/// `[[routes]] idempotency`: whether logical requests on a route must carry a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdempotencyRule {
+    /// A logical request without a key is rejected with 400.
+    Required,
+    /// A key is honoured when present (default).
+    Optional,
+    /// The key header is forwarded but not interpreted.
+    Off,
+}
+
+/// Which methods a route matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MethodSet {
+    /// `*`
+    Any,
+    /// `GET|HEAD`: upper-cased method tokens, compared exactly.
+    Only(Vec<String>),
+}
+
+/// One segment of a route's path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Matches this exact segment.
+    Literal(String),
+    /// `{name}`: matches any one non-empty segment and binds it.
+    Param(String),
+    /// `**`, only last: matches zero or more remaining segments.
+    Tail,
+}
+
+/// A path pattern such as `/accounts/{id}/**`. `*` alone (as in `PROPFIND *`) is `Segment::Tail`
+/// alone: every path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    /// The pattern as written.
+    pub source: String,
+    /// The segments after the leading `/`; empty for the root `/`.
+    pub segments: Vec<Segment>,
+}
+
+/// One piece of a lane template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LanePart {
+    /// Text copied as is.
+    Literal(String),
+    /// `{name}`: a path parameter bound by the route's pattern.
+    Param(String),
+}
+
+/// How a route picks its lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaneTemplate {
+    /// `"acct-{id}"`: literal text and path parameters.
+    Template(Vec<LanePart>),
+    /// `"header:X-Tenant"`: the value of a request header (lowercased name). A missing header
+    /// means the global lane.
+    Header(String),
+}
+
+/// How a backup's response is compared with the primary's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CompareRule {
+    /// Only the status codes are compared.
+    pub status_only: bool,
+    /// Lowercased header names left out of the comparison, on top of the built-in ones
+    /// (`date`, `server`, and hop-by-hop headers).
+    pub ignore_headers: Vec<String>,
+    /// RFC 6901 JSON pointers removed from JSON bodies before comparing.
+    pub ignore_json: Vec<String>,
+}
+
+/// One `[[routes]]` entry: what the config says about the requests it matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteRule {
+    /// The `match` string as written, for messages.
+    pub source: String,
+    /// The methods part of `match`.
+    pub methods: MethodSet,
+    /// The path part of `match`.
+    pub pattern: PathPattern,
+    /// None: the method default decides.
+    pub kind: Option<RequestKind>,
+    /// None: the global lane.
+    pub lane: Option<LaneTemplate>,
+    /// None: `IdempotencyRule::Optional`.
+    pub idempotency: Option<IdempotencyRule>,
+    /// None: the default comparison (status, body, headers minus the built-in ignores).
+    pub compare: Option<CompareRule>,
+}
+
+/// A view probe: a read request whose normalized responses must be equal on two backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewProbe {
+    /// `GET`, `HEAD`, ...
+    pub method: String,
+    /// Path and optional query, starting with `/`.
+    pub path: String,
+    /// How the two responses are compared.
+    pub compare: CompareRule,
+}
+
+/// `[verify]`: checks that backups hold the same logical state as the primary.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VerifyConfig {
+    /// `[[verify.probes]]`, in config order.
+    pub probes: Vec<ViewProbe>,
+}

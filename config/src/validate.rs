@@ -1,0 +1,475 @@
+//! Raw → typed: every check a configuration must pass before the rest of lockstep sees it.
+//!
+//! Validation stops at the first error, in file order, so the message points at one line the
+//! user can fix. Nothing here touches the file system or the network: paths are checked for
+//! shape, not existence, and host names in URLs are not resolved.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use http::HeaderName;
+
+use crate::error::ConfigError;
+use crate::raw::{
+    RawAck, RawAdmin, RawBackend, RawCompare, RawConfig, RawDispatch, RawFsync, RawGateway,
+    RawHealth, RawIdempotency, RawIdempotencyRule, RawInFlight, RawJournal, RawKind,
+    RawOnDivergence, RawProbe, RawReplication, RawRole, RawRoute, RawVerify,
+};
+use crate::route::{check_method, parse_lane, parse_match};
+use crate::types::{
+    AckPolicy, AdminConfig, BackendConfig, CompareRule, Config, DispatchMode, FsyncMode,
+    GatewayConfig, HealthConfig, IdempotencyConfig, IdempotencyRule, InFlightPolicy, JournalConfig,
+    OnDivergence, ReplicationConfig, RequestKind, Role, RouteRule, VerifyConfig, ViewProbe,
+};
+use crate::units::{parse_nonzero_duration, parse_size};
+
+#[cfg(test)]
+mod tests;
+
+/// Checks a whole raw configuration and builds the typed one.
+pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    Ok(Config {
+        gateway: gateway(&raw.gateway)?,
+        admin: admin(&raw.admin)?,
+        journal: journal(&raw.journal)?,
+        replication: replication(&raw.replication)?,
+        idempotency: idempotency(&raw.idempotency)?,
+        health: health(&raw.health)?,
+        backends: backends(&raw.backends)?,
+        routes: raw
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| route(&format!("routes[{i}]"), r))
+            .collect::<Result<_, _>>()?,
+        verify: verify(&raw.verify)?,
+    })
+}
+
+pub(crate) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, ConfigError> {
+    let max_body = parse_size("gateway.max_body", &raw.max_body)?;
+    if max_body == 0 {
+        return Err(ConfigError::ZeroSize {
+            key: "gateway.max_body".to_owned(),
+        });
+    }
+    Ok(GatewayConfig {
+        listen: listen("gateway.listen", &raw.listen)?,
+        threads: at_least_one("gateway.threads", raw.threads, "threads")?,
+        max_body,
+        lockstep_prefix: lockstep_prefix("gateway.lockstep_prefix", &raw.lockstep_prefix)?,
+    })
+}
+
+pub(crate) fn admin(raw: &RawAdmin) -> Result<AdminConfig, ConfigError> {
+    let listen = listen("admin.listen", &raw.listen)?;
+    let token_file = match &raw.token_file {
+        Some(path) => Some(file_path("admin.token_file", path)?),
+        None => None,
+    };
+    // The admin API can eject and promote backends: off loopback, it must not be open.
+    if token_file.is_none() && !listen.ip().is_loopback() {
+        return Err(ConfigError::AdminTokenRequired { listen });
+    }
+    Ok(AdminConfig { listen, token_file })
+}
+
+pub(crate) fn journal(raw: &RawJournal) -> Result<JournalConfig, ConfigError> {
+    Ok(JournalConfig {
+        dir: file_path("journal.dir", &raw.dir)?,
+        fsync: match raw.fsync {
+            RawFsync::Always => FsyncMode::Always,
+            RawFsync::Batch => FsyncMode::Batch,
+            RawFsync::Never => FsyncMode::Never,
+        },
+    })
+}
+
+pub(crate) fn replication(raw: &RawReplication) -> Result<ReplicationConfig, ConfigError> {
+    Ok(ReplicationConfig {
+        ack: match raw.ack {
+            RawAck::All => AckPolicy::All,
+            RawAck::Majority => AckPolicy::Majority,
+            RawAck::None => AckPolicy::None,
+        },
+        dispatch: match raw.dispatch {
+            RawDispatch::Sequential => DispatchMode::Sequential,
+            RawDispatch::Parallel => DispatchMode::Parallel,
+        },
+        backup_timeout: parse_nonzero_duration("replication.backup_timeout", &raw.backup_timeout)?,
+        primary_timeout: parse_nonzero_duration(
+            "replication.primary_timeout",
+            &raw.primary_timeout,
+        )?,
+        connect_timeout: parse_nonzero_duration(
+            "replication.connect_timeout",
+            &raw.connect_timeout,
+        )?,
+        on_divergence: match raw.on_divergence {
+            RawOnDivergence::Eject => OnDivergence::Eject,
+            RawOnDivergence::Log => OnDivergence::Log,
+        },
+    })
+}
+
+pub(crate) fn idempotency(raw: &RawIdempotency) -> Result<IdempotencyConfig, ConfigError> {
+    // Keep the header as written: it is echoed in messages, and matching ignores case anyway.
+    header_name("idempotency.header", &raw.header)?;
+    Ok(IdempotencyConfig {
+        header: raw.header.clone(),
+        scope_headers: header_names("idempotency.scope_headers", &raw.scope_headers)?,
+        ttl: parse_nonzero_duration("idempotency.ttl", &raw.ttl)?,
+        in_flight: match raw.in_flight {
+            RawInFlight::Wait => InFlightPolicy::Wait,
+            RawInFlight::Reject => InFlightPolicy::Reject,
+        },
+    })
+}
+
+pub(crate) fn health(raw: &RawHealth) -> Result<HealthConfig, ConfigError> {
+    Ok(HealthConfig {
+        path: url_path("health.path", &raw.path)?,
+        interval: parse_nonzero_duration("health.interval", &raw.interval)?,
+        timeout: parse_nonzero_duration("health.timeout", &raw.timeout)?,
+        unhealthy_after: threshold("health.unhealthy_after", raw.unhealthy_after)?,
+        healthy_after: threshold("health.healthy_after", raw.healthy_after)?,
+    })
+}
+
+fn backends(raw: &[RawBackend]) -> Result<Vec<BackendConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::NoBackends);
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut urls: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, backend) in raw.iter().enumerate() {
+        let key = |field: &str| format!("backends[{i}].{field}");
+        if !is_backend_name(&backend.name) {
+            return Err(ConfigError::InvalidBackendName {
+                key: key("name"),
+                value: backend.name.clone(),
+            });
+        }
+        if let Some(&first) = names.get(backend.name.as_str()) {
+            return Err(ConfigError::DuplicateBackendName {
+                key: key("name"),
+                name: backend.name.clone(),
+                first,
+            });
+        }
+        names.insert(&backend.name, i);
+        let url = backend_url(&key("url"), &backend.url)?;
+        if let Some(&first) = urls.get(url.as_str()) {
+            return Err(ConfigError::DuplicateBackendUrl {
+                key: key("url"),
+                url: backend.url.clone(),
+                first,
+            });
+        }
+        urls.insert(url.as_str().to_owned(), i);
+        out.push(BackendConfig {
+            name: backend.name.clone(),
+            url,
+            role: match backend.role {
+                RawRole::Primary => Role::Primary,
+                RawRole::Backup => Role::Backup,
+            },
+            implementation: backend.implementation.clone(),
+        });
+    }
+    let names_with = |role: Role| -> Vec<String> {
+        out.iter()
+            .filter(|b| b.role == role)
+            .map(|b| b.name.clone())
+            .collect()
+    };
+    let primaries = names_with(Role::Primary);
+    match primaries.len() {
+        0 => Err(ConfigError::NoPrimary {
+            backups: names_with(Role::Backup),
+        }),
+        1 => Ok(out),
+        _ => Err(ConfigError::MultiplePrimaries { names: primaries }),
+    }
+}
+
+fn is_backend_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn backend_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
+    let invalid = |reason: &str| ConfigError::InvalidUrl {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = url::Url::parse(value).map_err(|e| invalid(&e.to_string()))?;
+    if url.scheme() != "http" {
+        return Err(invalid(&format!(
+            "the scheme is {:?}, and only \"http\" is supported",
+            url.scheme()
+        )));
+    }
+    if url.host().is_none() {
+        return Err(invalid("it has no host"));
+    }
+    if url.port_or_known_default().is_none() {
+        return Err(invalid("it has no port"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("it carries credentials, which are not supported"));
+    }
+    if url.query().is_some() {
+        return Err(invalid(
+            "it has a query string, which a backend URL cannot carry",
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(invalid(
+            "it has a fragment ('#...'), which a backend URL cannot carry",
+        ));
+    }
+    Ok(url)
+}
+
+fn route(key: &str, raw: &RawRoute) -> Result<RouteRule, ConfigError> {
+    let (methods, pattern) = parse_match(&format!("{key}.match"), &raw.matches)?;
+    let lane = match &raw.lane {
+        Some(lane) => Some(parse_lane(&format!("{key}.lane"), lane, &pattern)?),
+        None => None,
+    };
+    let compare = match &raw.compare {
+        Some(compare) => Some(compare_rule(&format!("{key}.compare"), compare)?),
+        None => None,
+    };
+    Ok(RouteRule {
+        source: raw.matches.clone(),
+        methods,
+        pattern,
+        kind: raw.kind.map(|kind| match kind {
+            RawKind::Logical => RequestKind::Logical,
+            RawKind::Read => RequestKind::Read,
+        }),
+        lane,
+        idempotency: raw.idempotency.map(|rule| match rule {
+            RawIdempotencyRule::Required => IdempotencyRule::Required,
+            RawIdempotencyRule::Optional => IdempotencyRule::Optional,
+            RawIdempotencyRule::Off => IdempotencyRule::Off,
+        }),
+        compare,
+    })
+}
+
+fn compare_rule(key: &str, raw: &RawCompare) -> Result<CompareRule, ConfigError> {
+    Ok(CompareRule {
+        status_only: raw.status_only,
+        ignore_headers: header_names(&format!("{key}.ignore_headers"), &raw.ignore_headers)?,
+        ignore_json: json_pointers(&format!("{key}.ignore_json"), &raw.ignore_json)?,
+    })
+}
+
+fn verify(raw: &RawVerify) -> Result<VerifyConfig, ConfigError> {
+    let probes = raw
+        .probes
+        .iter()
+        .enumerate()
+        .map(|(i, probe)| view_probe(&format!("verify.probes[{i}]"), probe))
+        .collect::<Result<_, _>>()?;
+    Ok(VerifyConfig { probes })
+}
+
+fn view_probe(key: &str, raw: &RawProbe) -> Result<ViewProbe, ConfigError> {
+    let request_key = format!("{key}.request");
+    let invalid = |reason: String| ConfigError::InvalidProbe {
+        key: request_key.clone(),
+        value: raw.request.clone(),
+        reason,
+    };
+    let mut words = raw.request.split_whitespace();
+    let (Some(method), Some(path), None) = (words.next(), words.next(), words.next()) else {
+        return Err(invalid(
+            "it must be one method, a space and a path".to_owned(),
+        ));
+    };
+    if method == "*" || method.contains('|') {
+        return Err(invalid(
+            "a probe sends one request, so it names exactly one method".to_owned(),
+        ));
+    }
+    check_method(method).map_err(&invalid)?;
+    if !path.starts_with('/') {
+        return Err(invalid(format!("the path {path:?} must start with '/'")));
+    }
+    if path.contains('#') || path.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "the path {path:?} contains a fragment or a control character"
+        )));
+    }
+    let compare = CompareRule {
+        status_only: raw.status_only,
+        ignore_headers: header_names(&format!("{key}.ignore_headers"), &raw.ignore_headers)?,
+        ignore_json: json_pointers(&format!("{key}.ignore_json"), &raw.ignore_json)?,
+    };
+    Ok(ViewProbe {
+        method: method.to_ascii_uppercase(),
+        path: path.to_owned(),
+        compare,
+    })
+}
+
+fn listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::InvalidListen {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+}
+
+fn at_least_one(key: &str, value: u64, what: &str) -> Result<usize, ConfigError> {
+    match usize::try_from(value) {
+        Ok(0) => Err(ConfigError::InvalidNumber {
+            key: key.to_owned(),
+            value: value.to_string(),
+            reason: format!("is too small; at least 1 {what} is needed"),
+        }),
+        Ok(n) if n <= 4096 => Ok(n),
+        _ => Err(ConfigError::InvalidNumber {
+            key: key.to_owned(),
+            value: value.to_string(),
+            reason: format!("is too large; write at most 4096 {what}"),
+        }),
+    }
+}
+
+fn threshold(key: &str, value: u64) -> Result<u32, ConfigError> {
+    match u32::try_from(value) {
+        Ok(0) => Err(ConfigError::InvalidNumber {
+            key: key.to_owned(),
+            value: value.to_string(),
+            reason: "is too small; a state changes after at least 1 consecutive check".to_owned(),
+        }),
+        Ok(n) => Ok(n),
+        Err(_) => Err(ConfigError::InvalidNumber {
+            key: key.to_owned(),
+            value: value.to_string(),
+            reason: format!("is too large; write at most {}", u32::MAX),
+        }),
+    }
+}
+
+/// A file-system path: any non-empty string.
+fn file_path(key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::InvalidPath {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason: "it is empty; write a file-system path".to_owned(),
+        });
+    }
+    Ok(PathBuf::from(value))
+}
+
+/// An HTTP path the gateway requests itself: starts with `/`, no fragment, no whitespace.
+fn url_path(key: &str, value: &str) -> Result<String, ConfigError> {
+    let invalid = |reason: &str| ConfigError::InvalidPath {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if !value.starts_with('/') {
+        return Err(invalid("it must start with '/', like \"/health\""));
+    }
+    if value.contains('#') || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(
+            "it contains whitespace, a control character or a fragment ('#'); write a plain \
+             path like \"/health\"",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn lockstep_prefix(key: &str, value: &str) -> Result<String, ConfigError> {
+    let invalid = |reason: &str| ConfigError::InvalidPrefix {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if !value.starts_with('/') {
+        return Err(invalid("it must start with '/'"));
+    }
+    // The prefix is reserved for the gateway: `/` alone would hide the whole service.
+    if value == "/" {
+        return Err(invalid("'/' alone would hide every path of the service"));
+    }
+    if value.ends_with('/') {
+        return Err(invalid("it must not end with '/'"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|&c| matches!(c, '?' | '#' | '{' | '}' | '*') || c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(&format!(
+            "it contains {c:?}; use plain path segments"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+fn header_name(key: &str, value: &str) -> Result<HeaderName, ConfigError> {
+    HeaderName::from_bytes(value.as_bytes()).map_err(|_| ConfigError::InvalidHeaderName {
+        key: key.to_owned(),
+        value: value.to_owned(),
+    })
+}
+
+/// Validates a list of header names and returns them lowercased.
+fn header_names(key: &str, values: &[String]) -> Result<Vec<String>, ConfigError> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            header_name(&format!("{key}[{i}]"), value).map(|name| name.as_str().to_owned())
+        })
+        .collect()
+}
+
+fn json_pointers(key: &str, values: &[String]) -> Result<Vec<String>, ConfigError> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            if is_json_pointer(value) {
+                Ok(value.clone())
+            } else {
+                Err(ConfigError::InvalidJsonPointer {
+                    key: format!("{key}[{i}]"),
+                    value: value.clone(),
+                })
+            }
+        })
+        .collect()
+}
+
+/// RFC 6901: empty, or `/`-prefixed reference tokens where `~` is only followed by `0` or `1`.
+fn is_json_pointer(value: &str) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    if !value.starts_with('/') {
+        return false;
+    }
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,453 @@
+use crate::{Config, ConfigError};
+
+const PRIMARY: &str =
+    "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:9001\"\nrole = \"primary\"\n";
+
+/// A configuration with one primary backend plus `extra`.
+fn load(extra: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(&format!("{PRIMARY}{extra}"))
+}
+
+fn err(extra: &str) -> ConfigError {
+    load(extra).expect_err("the configuration should be refused")
+}
+
+fn backend(name: &str, url: &str, role: &str) -> String {
+    format!("[[backends]]\nname = \"{name}\"\nurl = \"{url}\"\nrole = \"{role}\"\n")
+}
+
+// --- backends ----------------------------------------------------------------------------------
+
+#[test]
+fn rejects_no_backends() {
+    let err = Config::from_toml_str("[gateway]\nthreads = 2\n").unwrap_err();
+    assert!(matches!(err, ConfigError::NoBackends));
+    assert_eq!(err.key(), Some("backends"));
+}
+
+#[test]
+fn rejects_no_primary() {
+    let input = backend("b", "http://127.0.0.1:9002", "backup")
+        + &backend("c", "http://127.0.0.1:9003", "backup");
+    let err = Config::from_toml_str(&input).unwrap_err();
+    assert!(matches!(err, ConfigError::NoPrimary { ref backups } if backups == &["b", "c"]));
+}
+
+#[test]
+fn rejects_two_primaries() {
+    let err = err(&(backend("b", "http://127.0.0.1:9002", "backup")
+        + &backend("c", "http://127.0.0.1:9003", "primary")));
+    assert!(matches!(err, ConfigError::MultiplePrimaries { ref names } if names == &["a", "c"]));
+    assert!(
+        err.to_string()
+            .contains("backends a, c all have role = \"primary\"")
+    );
+}
+
+#[test]
+fn rejects_duplicate_backend_name() {
+    let err = err(&backend("a", "http://127.0.0.1:9002", "backup"));
+    assert!(matches!(
+        err,
+        ConfigError::DuplicateBackendName { ref key, ref name, first: 0 }
+            if key == "backends[1].name" && name == "a"
+    ));
+}
+
+#[test]
+fn rejects_duplicate_backend_url() {
+    let err = err(&backend("b", "http://127.0.0.1:9001/", "backup"));
+    assert!(matches!(
+        err,
+        ConfigError::DuplicateBackendUrl { ref key, first: 0, .. } if key == "backends[1].url"
+    ));
+}
+
+#[test]
+fn rejects_invalid_backend_name() {
+    for bad in ["", "a b", "a/b", "é"] {
+        let err = err(&backend(bad, "http://127.0.0.1:9002", "backup"));
+        assert!(
+            matches!(err, ConfigError::InvalidBackendName { ref key, ref value }
+                if key == "backends[1].name" && value == bad),
+            "{bad:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn rejects_invalid_url() {
+    for bad in [
+        "127.0.0.1:9002",
+        "https://127.0.0.1:9002",
+        "http://",
+        "http://127.0.0.1:9002/?x=1",
+        "http://127.0.0.1:9002/#top",
+        "http://user:pw@127.0.0.1:9002",
+        "not a url",
+        "file:///tmp/x",
+    ] {
+        let err = err(&backend("b", bad, "backup"));
+        assert!(
+            matches!(err, ConfigError::InvalidUrl { ref key, ref value, .. }
+                if key == "backends[1].url" && value == bad),
+            "{bad:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn accepts_url_with_host_name_default_port_and_prefix() {
+    let config = load(&backend("b", "http://service.internal/api/v1", "backup")).unwrap();
+    let url = &config.backends[1].url;
+    assert_eq!(url.host_str(), Some("service.internal"));
+    assert_eq!(url.port_or_known_default(), Some(80));
+    assert_eq!(url.path(), "/api/v1");
+}
+
+#[test]
+fn invalid_url_message_names_key_and_fix() {
+    let err = err(&backend("b", "https://127.0.0.1:9002", "backup"));
+    assert_eq!(
+        err.to_string(),
+        "backends[1].url = \"https://127.0.0.1:9002\" is not a usable backend URL: the scheme is \
+         \"https\", and only \"http\" is supported; write it like \"http://127.0.0.1:9001\""
+    );
+}
+
+// --- [gateway] and [admin] -----------------------------------------------------------------------
+
+#[test]
+fn rejects_invalid_listen() {
+    for (section, bad) in [
+        ("gateway", "localhost:8080"),
+        ("gateway", "127.0.0.1"),
+        ("admin", ":8081"),
+    ] {
+        let err = err(&format!("[{section}]\nlisten = \"{bad}\"\n"));
+        let expected = format!("{section}.listen");
+        assert!(
+            matches!(err, ConfigError::InvalidListen { ref key, ref value }
+                if key == &expected && value == bad),
+            "{bad:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn rejects_zero_threads() {
+    let err = err("[gateway]\nthreads = 0\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidNumber { ref key, ref value, .. } if key == "gateway.threads" && value == "0"
+    ));
+}
+
+#[test]
+fn rejects_too_many_threads() {
+    let err = err("[gateway]\nthreads = 100000\n");
+    assert!(matches!(err, ConfigError::InvalidNumber { ref key, .. } if key == "gateway.threads"));
+}
+
+#[test]
+fn rejects_zero_max_body() {
+    for zero in ["0", "\"0MiB\""] {
+        let err = err(&format!("[gateway]\nmax_body = {zero}\n"));
+        assert!(
+            matches!(err, ConfigError::ZeroSize { ref key } if key == "gateway.max_body"),
+            "{zero}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn rejects_invalid_max_body() {
+    let err = err("[gateway]\nmax_body = \"16 parsecs\"\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidSize { ref key, ref value } if key == "gateway.max_body" && value == "\"16 parsecs\""
+    ));
+}
+
+#[test]
+fn accepts_max_body_as_integer() {
+    assert_eq!(
+        load("[gateway]\nmax_body = 1000\n")
+            .unwrap()
+            .gateway
+            .max_body,
+        1000
+    );
+}
+
+#[test]
+fn rejects_invalid_prefix() {
+    for bad in ["_lockstep", "/", "/_lockstep/", "/_lock step", "/{x}"] {
+        let err = err(&format!("[gateway]\nlockstep_prefix = \"{bad}\"\n"));
+        assert!(
+            matches!(err, ConfigError::InvalidPrefix { ref key, ref value, .. }
+                if key == "gateway.lockstep_prefix" && value == bad),
+            "{bad:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn rejects_public_admin_without_token() {
+    let err = err("[admin]\nlisten = \"0.0.0.0:8081\"\n");
+    assert!(matches!(err, ConfigError::AdminTokenRequired { listen } if listen.port() == 8081));
+    assert_eq!(err.key(), Some("admin.token_file"));
+}
+
+#[test]
+fn accepts_public_admin_with_token() {
+    let config =
+        load("[admin]\nlisten = \"0.0.0.0:8081\"\ntoken_file = \"/etc/lockstep/admin.token\"\n")
+            .unwrap();
+    assert_eq!(
+        config.admin.token_file.as_deref(),
+        Some(std::path::Path::new("/etc/lockstep/admin.token"))
+    );
+}
+
+#[test]
+fn rejects_empty_token_file() {
+    let err = err("[admin]\ntoken_file = \"\"\n");
+    assert!(matches!(err, ConfigError::InvalidPath { ref key, .. } if key == "admin.token_file"));
+}
+
+// --- [journal], [replication], [idempotency], [health] -----------------------------------------
+
+#[test]
+fn rejects_empty_journal_dir() {
+    let err = err("[journal]\ndir = \" \"\n");
+    assert!(matches!(err, ConfigError::InvalidPath { ref key, .. } if key == "journal.dir"));
+}
+
+#[test]
+fn rejects_zero_timeout() {
+    for key in ["backup_timeout", "primary_timeout", "connect_timeout"] {
+        let err = err(&format!("[replication]\n{key} = \"0ms\"\n"));
+        let expected = format!("replication.{key}");
+        assert!(
+            matches!(err, ConfigError::ZeroDuration { key: ref k } if k == &expected),
+            "{key}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn rejects_invalid_duration() {
+    let err = err("[replication]\nbackup_timeout = \"5 parsecs\"\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidDuration { ref key, ref value }
+            if key == "replication.backup_timeout" && value == "5 parsecs"
+    ));
+    assert_eq!(err.key(), Some("replication.backup_timeout"));
+}
+
+#[test]
+fn rejects_zero_ttl() {
+    let err = err("[idempotency]\nttl = \"0s\"\n");
+    assert!(matches!(err, ConfigError::ZeroDuration { ref key } if key == "idempotency.ttl"));
+}
+
+#[test]
+fn rejects_invalid_idempotency_header() {
+    let err = err("[idempotency]\nheader = \"Idempotency Key\"\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidHeaderName { ref key, ref value }
+            if key == "idempotency.header" && value == "Idempotency Key"
+    ));
+}
+
+#[test]
+fn rejects_invalid_scope_header() {
+    let err = err("[idempotency]\nscope_headers = [\"authorization\", \"x:y\"]\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidHeaderName { ref key, .. } if key == "idempotency.scope_headers[1]"
+    ));
+}
+
+#[test]
+fn lowercases_scope_headers_and_keeps_header_as_written() {
+    let config =
+        load("[idempotency]\nheader = \"X-Request-Key\"\nscope_headers = [\"Authorization\", \"X-Tenant\"]\n")
+            .unwrap();
+    assert_eq!(config.idempotency.header, "X-Request-Key");
+    assert_eq!(
+        config.idempotency.scope_headers,
+        ["authorization", "x-tenant"]
+    );
+}
+
+#[test]
+fn rejects_zero_health_interval() {
+    let err = err("[health]\ninterval = \"0s\"\n");
+    assert!(matches!(err, ConfigError::ZeroDuration { ref key } if key == "health.interval"));
+}
+
+#[test]
+fn rejects_zero_threshold() {
+    for key in ["unhealthy_after", "healthy_after"] {
+        let err = err(&format!("[health]\n{key} = 0\n"));
+        let expected = format!("health.{key}");
+        assert!(
+            matches!(err, ConfigError::InvalidNumber { key: ref k, .. } if k == &expected),
+            "{key}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn rejects_health_path_without_slash() {
+    let err = err("[health]\npath = \"health\"\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidPath { ref key, ref value, .. } if key == "health.path" && value == "health"
+    ));
+}
+
+// --- [[routes]] -------------------------------------------------------------------------------
+
+#[test]
+fn rejects_invalid_route() {
+    let err = err("[[routes]]\nmatch = \"GET /\"\n[[routes]]\nmatch = \"GET accounts\"\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidRoute { ref key, ref value, .. } if key == "routes[1].match" && value == "GET accounts"
+    ));
+}
+
+#[test]
+fn rejects_tail_not_last() {
+    let err = err("[[routes]]\nmatch = \"GET /a/**/b\"\n");
+    assert!(matches!(err, ConfigError::InvalidRoute { ref key, .. } if key == "routes[0].match"));
+}
+
+#[test]
+fn rejects_lane_param_not_in_pattern() {
+    let err = err(
+        "[[routes]]\nmatch = \"GET /\"\n[[routes]]\nmatch = \"GET /\"\n\
+         [[routes]]\nmatch = \"POST /accounts/{id}/**\"\nlane = \"{acct}\"\n",
+    );
+    assert!(matches!(
+        err,
+        ConfigError::UnknownLaneParam { ref key, ref param, ref available }
+            if key == "routes[2].lane" && param == "acct" && available == &["id"]
+    ));
+}
+
+#[test]
+fn rejects_unbalanced_lane() {
+    let err = err("[[routes]]\nmatch = \"POST /accounts/{id}\"\nlane = \"{id\"\n");
+    assert!(matches!(err, ConfigError::InvalidLane { ref key, .. } if key == "routes[0].lane"));
+}
+
+#[test]
+fn rejects_invalid_compare_header() {
+    let err = err("[[routes]]\nmatch = \"POST /a\"\ncompare = { ignore_headers = [\"da te\"] }\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidHeaderName { ref key, .. } if key == "routes[0].compare.ignore_headers[0]"
+    ));
+}
+
+#[test]
+fn rejects_invalid_json_pointer() {
+    for bad in ["updated_at", "/a~2", "/a~"] {
+        let err = err(&format!(
+            "[[routes]]\nmatch = \"POST /a\"\ncompare = {{ ignore_json = [\"/ok\", \"{bad}\"] }}\n"
+        ));
+        assert!(
+            matches!(err, ConfigError::InvalidJsonPointer { ref key, ref value }
+                if key == "routes[0].compare.ignore_json[1]" && value == bad),
+            "{bad:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn accepts_json_pointers() {
+    let config = load(
+        "[[routes]]\nmatch = \"POST /a\"\ncompare = { ignore_json = [\"\", \"/\", \"/a~0b/c~1d\", \"/items/0\"] }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.routes[0].compare.as_ref().unwrap().ignore_json,
+        ["", "/", "/a~0b/c~1d", "/items/0"]
+    );
+}
+
+#[test]
+fn route_options_default_to_none() {
+    let config = load("[[routes]]\nmatch = \"MKCOL /dav/**\"\n").unwrap();
+    let route = &config.routes[0];
+    assert_eq!(route.source, "MKCOL /dav/**");
+    assert_eq!(route.kind, None);
+    assert_eq!(route.lane, None);
+    assert_eq!(route.idempotency, None);
+    assert_eq!(route.compare, None);
+}
+
+// --- [[verify.probes]] ---------------------------------------------------------------------------
+
+#[test]
+fn rejects_invalid_probe() {
+    for bad in [
+        "/accounts",
+        "GET accounts",
+        "GET|HEAD /accounts",
+        "* /accounts",
+        "GE(T /a",
+        "GET /a b",
+    ] {
+        let err = err(&format!("[[verify.probes]]\nrequest = \"{bad}\"\n"));
+        assert!(
+            matches!(err, ConfigError::InvalidProbe { ref key, ref value, .. }
+                if key == "verify.probes[0].request" && value == bad),
+            "{bad:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn rejects_invalid_probe_json_pointer() {
+    let err = err("[[verify.probes]]\nrequest = \"GET /a\"\nignore_json = [\"x\"]\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidJsonPointer { ref key, .. } if key == "verify.probes[0].ignore_json[0]"
+    ));
+}
+
+#[test]
+fn parses_probe() {
+    let config = load(
+        "[[verify.probes]]\nrequest = \"get /accounts?limit=10\"\nstatus_only = true\nignore_headers = [\"ETag\"]\n",
+    )
+    .unwrap();
+    let probe = &config.verify.probes[0];
+    assert_eq!(probe.method, "GET");
+    assert_eq!(probe.path, "/accounts?limit=10");
+    assert!(probe.compare.status_only);
+    assert_eq!(probe.compare.ignore_headers, ["etag"]);
+}
+
+#[test]
+fn every_error_names_its_key_in_its_message() {
+    let cases = [
+        "[gateway]\nthreads = 0\n",
+        "[gateway]\nlisten = \"x\"\n",
+        "[replication]\nbackup_timeout = \"0s\"\n",
+        "[[routes]]\nmatch = \"GET /{}\"\n",
+        "[[verify.probes]]\nrequest = \"GET\"\n",
+    ];
+    for extra in cases {
+        let err = err(extra);
+        let key = err.key().expect("a key").to_owned();
+        assert!(err.to_string().contains(&key), "{err}");
+    }
+}

@@ -1,0 +1,214 @@
+//! The HTTP surface: routes, handlers and the per-request bookkeeping middleware.
+//!
+//! Handlers parse with `request`, act through the `Store` trait and answer with `response`
+//! or `error`; nothing here depends on which store is behind it, which is what makes the
+//! two implementations answer byte-identically.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use crate::account::AccountId;
+use crate::error::ApiError;
+use crate::faults::Faults;
+use crate::request;
+use crate::response::json;
+use crate::store::{Store, StoreError};
+
+/// Everything a handler can reach.
+struct Bank {
+    store: Arc<dyn Store>,
+    faults: Faults,
+    requests: AtomicU64,
+    writes: AtomicU64,
+}
+
+type Shared = State<Arc<Bank>>;
+
+impl Bank {
+    /// Runs one store operation, off the async workers when the store may block on disk.
+    async fn run<T, F>(&self, op: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        if !self.store.blocks() {
+            return Ok(op(self.store.as_ref())?);
+        }
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || op(store.as_ref()))
+            .await
+            .map_err(|_| ApiError::Interrupted)?
+            .map_err(ApiError::from)
+    }
+
+    /// Like `run`, for operations that change state: counts them once they succeeded.
+    async fn write<T, F>(&self, op: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let value = self.run(op).await?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(value)
+    }
+}
+
+/// The demo's router over `store`, with no faults injected.
+pub fn app(store: Arc<dyn Store>) -> Router {
+    app_with(store, Faults::default())
+}
+
+/// The demo's router over `store`, misbehaving as `faults` says.
+pub fn app_with(store: Arc<dyn Store>, faults: Faults) -> Router {
+    let bank = Arc::new(Bank {
+        store,
+        faults,
+        requests: AtomicU64::new(0),
+        writes: AtomicU64::new(0),
+    });
+    Router::new()
+        .route("/health", get(health))
+        .route("/stats", get(stats))
+        .route("/accounts", get(list_accounts).post(open_account))
+        .route("/accounts/{id}", get(show_account).delete(close_account))
+        .route("/accounts/{id}/deposit", post(deposit))
+        .route("/accounts/{id}/withdraw", post(withdraw))
+        .route("/transfers", post(transfer))
+        .fallback(no_route)
+        // axum adds the `allow` header to whatever this returns.
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&bank),
+            bookkeeping,
+        ))
+        .with_state(bank)
+}
+
+/// Counts every request and, for state-changing methods, applies the configured delay.
+async fn bookkeeping(State(bank): Shared, req: Request, next: Next) -> Response {
+    bank.requests.fetch_add(1, Ordering::SeqCst);
+    let delay = bank.faults.delay;
+    if !delay.is_zero() && matches!(*req.method(), Method::POST | Method::DELETE) {
+        tokio::time::sleep(delay).await;
+    }
+    next.run(req).await
+}
+
+type Answer = Result<Response, ApiError>;
+
+fn ok(value: &impl Serialize) -> Answer {
+    Ok(json(StatusCode::OK, value))
+}
+
+/// The account id in the path. A segment that is not an id names no account: 404.
+fn account_id(path: Result<Path<String>, PathRejection>) -> Result<AccountId, ApiError> {
+    let Path(segment) = path.map_err(|_| ApiError::UndecodablePath)?;
+    request::parse_id(&segment).ok_or(ApiError::NoSuchAccountPath(segment))
+}
+
+/// The raw body; axum's own rejections are plain text, so they are rewrapped as JSON.
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge
+        } else {
+            ApiError::UnreadableBody(rejection.body_text())
+        }
+    })
+}
+
+async fn health() -> Response {
+    #[derive(Serialize)]
+    struct Health {
+        status: &'static str,
+    }
+    json(StatusCode::OK, &Health { status: "ok" })
+}
+
+async fn stats(State(bank): Shared) -> Response {
+    #[derive(Serialize)]
+    struct Stats {
+        requests: u64,
+        writes: u64,
+    }
+    json(
+        StatusCode::OK,
+        &Stats {
+            requests: bank.requests.load(Ordering::SeqCst),
+            writes: bank.writes.load(Ordering::SeqCst),
+        },
+    )
+}
+
+async fn list_accounts(State(bank): Shared) -> Answer {
+    ok(&bank.run(|store| store.accounts()).await?)
+}
+
+async fn open_account(State(bank): Shared, raw: Result<Bytes, BytesRejection>) -> Answer {
+    let owner = request::parse_new_account(&body(raw)?)?;
+    let account = bank.write(move |store| store.open_account(&owner)).await?;
+    Ok(json(StatusCode::CREATED, &account))
+}
+
+async fn show_account(State(bank): Shared, id: Result<Path<String>, PathRejection>) -> Answer {
+    let id = account_id(id)?;
+    ok(&bank.run(move |store| store.account(id)).await?)
+}
+
+async fn close_account(State(bank): Shared, id: Result<Path<String>, PathRejection>) -> Answer {
+    let id = account_id(id)?;
+    bank.write(move |store| store.close_account(id)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn deposit(
+    State(bank): Shared,
+    id: Result<Path<String>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let id = account_id(id)?;
+    let amount = request::parse_amount(&body(raw)?)?;
+    let amount = bank
+        .faults
+        .deposit_amount(amount, bank.writes.load(Ordering::SeqCst));
+    ok(&bank.write(move |store| store.deposit(id, amount)).await?)
+}
+
+async fn withdraw(
+    State(bank): Shared,
+    id: Result<Path<String>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let id = account_id(id)?;
+    let amount = request::parse_amount(&body(raw)?)?;
+    ok(&bank.write(move |store| store.withdraw(id, amount)).await?)
+}
+
+async fn transfer(State(bank): Shared, raw: Result<Bytes, BytesRejection>) -> Answer {
+    let order = request::parse_transfer(&body(raw)?)?;
+    ok(&bank.write(move |store| store.transfer(order)).await?)
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}

@@ -1,0 +1,123 @@
+//! Where the bank's state lives: the `Store` trait and its two implementations.
+//!
+//! A store owns state and the atomicity of each change; it must not know about HTTP. The
+//! balance rules (`credit`, `debit`, `check_closable`) live here once and both stores call
+//! them, so that the two implementations cannot disagree on which error wins.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::account::{Account, AccountId, Transfer};
+use crate::request::TransferOrder;
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// Why a store refused or failed an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("account {0} does not exist")]
+    AccountNotFound(AccountId),
+    #[error("account {id} has balance {balance}, which does not cover {amount}")]
+    InsufficientFunds {
+        id: AccountId,
+        balance: i64,
+        amount: i64,
+    },
+    #[error("account {id} would exceed the largest representable balance")]
+    BalanceTooLarge { id: AccountId },
+    #[error("account {id} still has balance {balance}; withdraw it before closing")]
+    BalanceNotZero { id: AccountId, balance: i64 },
+    #[error("storage failure: {0}")]
+    Storage(#[from] rusqlite::Error),
+}
+
+/// The operations of the bank. Every method that changes state does so atomically: either
+/// the whole change is applied and the new state returned, or nothing changes.
+pub trait Store: Send + Sync + 'static {
+    /// Opens an account with balance 0 and the next id (1, 2, 3... in creation order).
+    fn open_account(&self, owner: &str) -> Result<Account, StoreError>;
+    /// All accounts, ordered by id.
+    fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+    fn account(&self, id: AccountId) -> Result<Account, StoreError>;
+    fn deposit(&self, id: AccountId, amount: i64) -> Result<Account, StoreError>;
+    fn withdraw(&self, id: AccountId, amount: i64) -> Result<Account, StoreError>;
+    /// Moves money between two distinct accounts; checks `from`, then `to`, then funds.
+    fn transfer(&self, order: TransferOrder) -> Result<Transfer, StoreError>;
+    /// Closes an account whose balance is 0.
+    fn close_account(&self, id: AccountId) -> Result<(), StoreError>;
+    /// Whether calls may wait on disk, so the HTTP layer must keep them off the async
+    /// runtime's worker threads.
+    fn blocks(&self) -> bool;
+}
+
+/// Which store the service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Implementation {
+    Memory,
+    Sqlite,
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("the sqlite implementation needs a data directory (--data DIR)")]
+    MissingDataDir,
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+/// Opens the chosen store. `data_dir` is required for sqlite and ignored for memory.
+pub fn open_store(
+    implementation: Implementation,
+    data_dir: Option<&Path>,
+) -> Result<Arc<dyn Store>, OpenError> {
+    match implementation {
+        Implementation::Memory => Ok(Arc::new(MemoryStore::new())),
+        Implementation::Sqlite => {
+            let dir = data_dir.ok_or(OpenError::MissingDataDir)?;
+            Ok(Arc::new(SqliteStore::open_in(dir)?))
+        }
+    }
+}
+
+/// The balance of `account` after receiving `amount`.
+fn credit(account: &Account, amount: i64) -> Result<i64, StoreError> {
+    account
+        .balance
+        .checked_add(amount)
+        .ok_or(StoreError::BalanceTooLarge { id: account.id })
+}
+
+/// The balance of `account` after paying out `amount`.
+fn debit(account: &Account, amount: i64) -> Result<i64, StoreError> {
+    if account.balance < amount {
+        return Err(StoreError::InsufficientFunds {
+            id: account.id,
+            balance: account.balance,
+            amount,
+        });
+    }
+    Ok(account.balance - amount)
+}
+
+fn check_closable(account: &Account) -> Result<(), StoreError> {
+    if account.balance != 0 {
+        return Err(StoreError::BalanceNotZero {
+            id: account.id,
+            balance: account.balance,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The SQLite store: one database file, one connection behind a mutex, one transaction per
+//! change.
+//!
+//! A single connection is enough for a demo and makes every operation serializable without
+//! relying on SQLite's busy handling. Calls block on disk; the HTTP layer runs them on the
+//! blocking thread pool (see `Store::blocks`).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::{OpenError, Store, StoreError, check_closable, credit, debit};
+use crate::account::{Account, AccountId, Transfer};
+use crate::request::TransferOrder;
+
+/// The database file's name inside the data directory.
+pub(crate) const DATABASE_FILE: &str = "bank.sqlite3";
+
+// AUTOINCREMENT so that ids of closed accounts are never handed out again; the memory store
+// does the same, and the two must agree on every id.
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    balance INTEGER NOT NULL
+)";
+
+/// Keeps the bank in `DATA_DIR/bank.sqlite3`; the state survives restarts.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the data directory and the database inside it.
+    pub fn open_in(dir: &Path) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDataDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(DATABASE_FILE);
+        let conn = Self::connect(&path).map_err(|source| OpenError::Database { path, source })?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn connect(path: &Path) -> rusqlite::Result<Connection> {
+        let conn = Connection::open(path)?;
+        // WAL lets readers of the file (a test, an operator with the sqlite3 shell) look while
+        // the service writes. synchronous=FULL keeps a committed change on disk even across
+        // a power cut: a 2xx answer means the change is durable.
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute(SCHEMA, [])?;
+        Ok(conn)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic under the lock cannot leave a half-applied change: the open transaction
+        // rolls back when dropped. So the connection is safe to keep using.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `change` in one IMMEDIATE transaction, committing only if it succeeds.
+    fn write<T>(
+        &self,
+        change: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = change(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+fn row_to_account(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: row.get(0)?,
+        owner: row.get(1)?,
+        balance: row.get(2)?,
+    })
+}
+
+fn find(conn: &Connection, id: AccountId) -> Result<Account, StoreError> {
+    conn.query_row(
+        "SELECT id, owner, balance FROM accounts WHERE id = ?1",
+        [id],
+        row_to_account,
+    )
+    .optional()?
+    .ok_or(StoreError::AccountNotFound(id))
+}
+
+fn set_balance(conn: &Connection, id: AccountId, balance: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE accounts SET balance = ?1 WHERE id = ?2",
+        params![balance, id],
+    )?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn open_account(&self, owner: &str) -> Result<Account, StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO accounts (owner, balance) VALUES (?1, 0)",
+                [owner],
+            )?;
+            Ok(Account {
+                id: tx.last_insert_rowid(),
+                owner: owner.to_owned(),
+                balance: 0,
+            })
+        })
+    }
+
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT id, owner, balance FROM accounts ORDER BY id")?;
+        let accounts = stmt
+            .query_map([], row_to_account)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(accounts)
+    }
+
+    fn account(&self, id: AccountId) -> Result<Account, StoreError> {
+        find(&self.lock(), id)
+    }
+
+    fn deposit(&self, id: AccountId, amount: i64) -> Result<Account, StoreError> {
+        self.write(|tx| {
+            let mut account = find(tx, id)?;
+            account.balance = credit(&account, amount)?;
+            set_balance(tx, id, account.balance)?;
+            Ok(account)
+        })
+    }
+
+    fn withdraw(&self, id: AccountId, amount: i64) -> Result<Account, StoreError> {
+        self.write(|tx| {
+            let mut account = find(tx, id)?;
+            account.balance = debit(&account, amount)?;
+            set_balance(tx, id, account.balance)?;
+            Ok(account)
+        })
+    }
+
+    fn transfer(&self, order: TransferOrder) -> Result<Transfer, StoreError> {
+        self.write(|tx| {
+            let mut from = find(tx, order.from)?;
+            let mut to = find(tx, order.to)?;
+            from.balance = debit(&from, order.amount)?;
+            to.balance = credit(&to, order.amount)?;
+            set_balance(tx, from.id, from.balance)?;
+            set_balance(tx, to.id, to.balance)?;
+            Ok(Transfer { from, to })
+        })
+    }
+
+    fn close_account(&self, id: AccountId) -> Result<(), StoreError> {
+        self.write(|tx| {
+            check_closable(&find(tx, id)?)?;
+            tx.execute("DELETE FROM accounts WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    fn blocks(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

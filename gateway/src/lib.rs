@@ -1,0 +1,20 @@
+//! lockstep: a replication gateway. An HTTP reverse proxy on pingora that keeps N copies of an
+//! unmodified service logically equivalent by sending every state-changing request to each copy
+//! in the same order and committing only when the backups agree with the primary.
+//!
+//! This crate is the only one that knows pingora: the proxy, the admin listener, the pooled
+//! transport the pipeline uses, and the CLI's building blocks.
+#![warn(unreachable_pub, missing_debug_implementations)]
+
+mod admin;
+pub mod demo;
+mod headers;
+mod proxy;
+mod respond;
+mod server;
+mod shared;
+mod transport;
+
+pub use respond::{ErrorResponse, GatewayError};
+pub use server::{Gateway, Running};
+pub use transport::{PeerTimeouts, PingoraTransport};

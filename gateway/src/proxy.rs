@@ -1,0 +1,344 @@
+//! The data listener: pingora's `ProxyHttp` for lockstep. Reads stream to the primary on
+//! pingora's proxy path; logical requests are buffered, handed to the replication pipeline and
+//! answered from the gateway once committed.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use lockstep_backends::{Committed, Submission};
+use lockstep_classifiers::Classification;
+use lockstep_config::RequestKind;
+use lockstep_journal::RequestRecord;
+use pingora::http::{HeaderNameVariant, RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use tracing::debug;
+
+use crate::headers::{forwarded_request_headers, is_hop_by_hop};
+use crate::respond::{ErrorResponse, GatewayError};
+use crate::shared::Shared;
+use crate::transport::{backend_peer, path_prefix};
+
+/// Per-request state.
+#[derive(Debug, Default)]
+pub(crate) struct RequestCtx {
+    classification: Option<Classification>,
+    /// The primary a read was proxied to.
+    primary: Option<String>,
+}
+
+/// The gateway's proxy logic.
+#[derive(Debug, Clone)]
+pub(crate) struct GatewayProxy {
+    shared: Arc<Shared>,
+}
+
+impl GatewayProxy {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        GatewayProxy { shared }
+    }
+
+    async fn handle_logical(&self, session: &mut Session, class: Classification) -> Result<()> {
+        let request = match self.read_request(session).await {
+            Ok(r) => r,
+            Err(e) => return self.respond_error(session, &e).await,
+        };
+        let submission = Submission {
+            lane: class.lane.as_str().to_owned(),
+            request,
+            compare: self.shared.classifier.compare_rule(&class).clone(),
+        };
+        match self.shared.replicator.submit(submission).await {
+            Ok(committed) => self.respond_committed(session, committed).await,
+            Err(e) => self.respond_error(session, &GatewayError::from(e)).await,
+        }
+    }
+
+    /// Reads the whole request (body up to `max_body`) into a record for the journal.
+    async fn read_request(&self, session: &mut Session) -> Result<RequestRecord, GatewayError> {
+        let limit = self.shared.config.gateway.max_body;
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            session
+                .write_continue_response()
+                .await
+                .map_err(|e| GatewayError::BadRequest(format!("could not answer Expect: {e}")))?;
+        }
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if (body.len() + chunk.len()) as u64 > limit {
+                        return Err(GatewayError::BodyTooLarge { limit });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(GatewayError::BadRequest(format!(
+                        "could not read the request body: {e}"
+                    )));
+                }
+            }
+        }
+        let header = session.req_header();
+        let mut names = Vec::with_capacity(header.headers.len());
+        let _ = header.map(|name, _| {
+            names.push(match name {
+                HeaderNameVariant::Case(c) => String::from_utf8_lossy(c.as_slice()).into_owned(),
+                HeaderNameVariant::Titled(t) => t.to_owned(),
+            });
+            Ok(())
+        });
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        Ok(RequestRecord {
+            method: header.method.as_str().to_owned(),
+            uri: path_and_query(header).to_owned(),
+            headers: forwarded_request_headers(&header.headers, names.into_iter(), client),
+            body: body.freeze(),
+        })
+    }
+
+    async fn respond_committed(&self, session: &mut Session, committed: Committed) -> Result<()> {
+        let response = &committed.response;
+        let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 3))?;
+        let nominated: Vec<String> = response
+            .header("connection")
+            .map(|v| {
+                String::from_utf8_lossy(v)
+                    .split(',')
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for h in &response.headers {
+            if !is_hop_by_hop(&h.name, &nominated) {
+                header.append_header(h.name.clone(), h.value.as_ref())?;
+            }
+        }
+        header.insert_header("Content-Length", response.body.len().to_string())?;
+        header.insert_header("Lockstep-Sequence", committed.seq.to_string())?;
+        header.insert_header("Lockstep-Primary", committed.primary.as_str())?;
+        let empty = response.body.is_empty();
+        session
+            .write_response_header(Box::new(header), empty)
+            .await?;
+        if !empty {
+            session
+                .write_response_body(Some(response.body.clone()), true)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn respond_error(&self, session: &mut Session, error: &GatewayError) -> Result<()> {
+        debug!(%error, "answering from the gateway");
+        let response = error.response();
+        // An unread body would desynchronize the connection; drain it unless it is the problem.
+        if !matches!(error, GatewayError::BodyTooLarge { .. }) {
+            let _ = session.drain_request_body().await;
+        } else {
+            session.set_keepalive(None);
+        }
+        write_error(
+            session,
+            &response,
+            &self.shared.replicator.pool().primary().name,
+        )
+        .await
+    }
+}
+
+async fn write_error(session: &mut Session, response: &ErrorResponse, primary: &str) -> Result<()> {
+    let mut header = ResponseHeader::build(response.status, Some(4))?;
+    header.insert_header("Content-Type", "application/json")?;
+    header.insert_header("Content-Length", response.body.len().to_string())?;
+    if let Some(secs) = response.retry_after {
+        header.insert_header("Retry-After", secs.to_string())?;
+    }
+    header.insert_header("Lockstep-Primary", primary)?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(response.body.clone())), true)
+        .await
+}
+
+fn path_and_query(header: &RequestHeader) -> &str {
+    header
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let header = session.req_header();
+        let pq = path_and_query(header);
+        let prefix = &self.shared.config.gateway.lockstep_prefix;
+        if pq == prefix || pq.starts_with(&format!("{prefix}/")) {
+            let path = header.uri.path().to_owned();
+            self.respond_error(session, &GatewayError::UnknownGatewayPath { path })
+                .await?;
+            return Ok(true);
+        }
+        let class = self
+            .shared
+            .classifier
+            .classify(header.method.as_str(), pq, &header.headers);
+        ctx.classification = Some(class.clone());
+        match class.kind {
+            RequestKind::Read => Ok(false),
+            RequestKind::Logical => {
+                self.handle_logical(session, class).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let primary = self.shared.replicator.pool().primary();
+        ctx.primary = Some(primary.name.clone());
+        let peer = backend_peer(&primary.url, &self.shared.read_timeouts)
+            .map_err(|e| Error::explain(ErrorType::ConnectError, e.to_string()))?;
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let Some(ip) = client {
+            let xff = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prior) => format!("{prior}, {ip}"),
+                None => ip.to_string(),
+            };
+            upstream.insert_header("X-Forwarded-For", xff)?;
+            let node = if ip.is_ipv6() {
+                format!("\"[{ip}]\"")
+            } else {
+                ip.to_string()
+            };
+            let forwarded = match upstream
+                .headers
+                .get("forwarded")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prior) => format!("{prior}, for={node};proto=http"),
+                None => format!("for={node};proto=http"),
+            };
+            upstream.insert_header("Forwarded", forwarded)?;
+        }
+        let name = ctx.primary.as_deref().unwrap_or_default();
+        if let Some(backend) = self.shared.replicator.pool().get(name) {
+            let prefix = path_prefix(&backend.url);
+            if !prefix.is_empty() {
+                let uri = format!("{prefix}{}", path_and_query(upstream));
+                upstream.set_uri(
+                    uri.parse()
+                        .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad uri"))?,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(primary) = &ctx.primary {
+            upstream.insert_header("Lockstep-Primary", primary.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let gateway_error = match e.etype() {
+            ErrorType::HTTPStatus(code) if *code == 413 => GatewayError::BodyTooLarge {
+                limit: self.shared.config.gateway.max_body,
+            },
+            ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::BindError
+            | ErrorType::SocketError => GatewayError::Unavailable(format!(
+                "the primary {} is unreachable: {e}",
+                ctx.primary.as_deref().unwrap_or("?")
+            )),
+            _ if e.esource() == &ErrorSource::Upstream => GatewayError::BadGateway(e.to_string()),
+            _ if e.esource() == &ErrorSource::Downstream => {
+                let code = match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                };
+                if code == 400 {
+                    let r = GatewayError::BadRequest(e.to_string()).response();
+                    let _ = write_error(session, &r, "").await;
+                }
+                return FailToProxy {
+                    error_code: code,
+                    can_reuse_downstream: false,
+                };
+            }
+            _ => GatewayError::BadGateway(e.to_string()),
+        };
+        let response = gateway_error.response();
+        let primary = self.shared.replicator.pool().primary().name.clone();
+        session.set_keepalive(None);
+        let _ = write_error(session, &response, &primary).await;
+        FailToProxy {
+            error_code: response.status,
+            can_reuse_downstream: false,
+        }
+    }
+}

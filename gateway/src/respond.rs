@@ -1,0 +1,109 @@
+//! Every error the gateway answers itself, mapped to one HTTP response: a status, a short JSON
+//! body `{"error": "...", "detail": "..."}`, and `Retry-After` where a retry can succeed.
+
+use lockstep_backends::ReplicationError;
+use serde::Serialize;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{path} is not a gateway endpoint")]
+    UnknownGatewayPath { path: String },
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    #[error("no backend is reachable: {0}")]
+    Unavailable(String),
+    #[error("the backend failed: {0}")]
+    BadGateway(String),
+}
+
+/// A response the gateway writes itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    pub status: u16,
+    pub retry_after: Option<u32>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    detail: String,
+}
+
+impl GatewayError {
+    fn code(&self) -> (u16, &'static str) {
+        match self {
+            GatewayError::BodyTooLarge { .. } => (413, "body_too_large"),
+            GatewayError::BadRequest(_) => (400, "bad_request"),
+            GatewayError::UnknownGatewayPath { .. } => (404, "not_found"),
+            GatewayError::Replication(ReplicationError::PrimaryUnreachable { .. }) => {
+                (503, "primary_unreachable")
+            }
+            GatewayError::Replication(ReplicationError::PrimaryFailed {
+                timed_out: true, ..
+            }) => (504, "primary_timeout"),
+            GatewayError::Replication(ReplicationError::PrimaryFailed { .. }) => {
+                (502, "primary_failed")
+            }
+            GatewayError::Replication(ReplicationError::Journal(_)) => (503, "journal_unavailable"),
+            GatewayError::Replication(ReplicationError::TaskFailed) => (500, "internal"),
+            GatewayError::Unavailable(_) => (503, "unavailable"),
+            GatewayError::BadGateway(_) => (502, "bad_gateway"),
+        }
+    }
+
+    pub fn response(&self) -> ErrorResponse {
+        let (status, error) = self.code();
+        let body = serde_json::to_vec(&Body {
+            error,
+            detail: self.to_string(),
+        })
+        .expect("plain strings serialize");
+        ErrorResponse {
+            status,
+            retry_after: (status == 503).then_some(RETRY_AFTER_SECS),
+            body,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_primary_is_503_with_retry_after_and_json() {
+        let e = GatewayError::from(ReplicationError::PrimaryUnreachable {
+            primary: "a".into(),
+            reason: "connection refused".into(),
+        });
+        let r = e.response();
+        assert_eq!((r.status, r.retry_after), (503, Some(1)));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"], "primary_unreachable");
+        assert!(v["detail"].as_str().unwrap().contains("connection refused"));
+    }
+
+    #[test]
+    fn statuses_follow_the_fault() {
+        assert_eq!(
+            GatewayError::BodyTooLarge { limit: 10 }.response().status,
+            413
+        );
+        assert_eq!(GatewayError::BadRequest("x".into()).response().status, 400);
+        let timeout = ReplicationError::PrimaryFailed {
+            primary: "a".into(),
+            seq: 1,
+            reason: "t".into(),
+            timed_out: true,
+        };
+        assert_eq!(GatewayError::from(timeout).response().status, 504);
+    }
+}

@@ -1,0 +1,212 @@
+//! Assembling a gateway: the data listener, the admin listener and the health checker, either
+//! inside a pingora `Server` (the binary) or as tasks on the caller's runtime (tests, embedding).
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::IntoRawFd;
+use std::sync::Arc;
+
+use lockstep_backends::{HealthChecker, Pool, Replicator};
+use lockstep_classifiers::Classifier;
+use lockstep_config::Config;
+use lockstep_journal::MemoryJournal;
+use pingora::apps::http_app::HttpServer;
+use pingora::prelude::background_service;
+use pingora::proxy::{HttpProxy, http_proxy_service_with_name};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Fds, ListenFds, RunArgs, Server, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use pingora::services::listening::Service;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::admin::Admin;
+use crate::proxy::GatewayProxy;
+use crate::shared::Shared;
+use crate::transport::{PeerTimeouts, PingoraTransport};
+
+/// One gateway's parts, built from a validated config.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    pub fn new(config: Config) -> Self {
+        let repl = &config.replication;
+        let io = repl.primary_timeout.max(repl.backup_timeout);
+        let timeouts = PeerTimeouts {
+            connect: repl.connect_timeout,
+            io,
+        };
+        let pool = Arc::new(Pool::new(&config.backends));
+        let journal = Arc::new(MemoryJournal::new());
+        let transport = Arc::new(PingoraTransport::new(timeouts.clone()));
+        let replicator = Replicator::new(pool, journal, transport, repl.clone());
+        let classifier = Classifier::new(config.routes.clone());
+        let read_timeouts = PeerTimeouts {
+            connect: repl.connect_timeout,
+            io: repl.primary_timeout,
+        };
+        Gateway {
+            shared: Arc::new(Shared {
+                config,
+                classifier,
+                replicator,
+                read_timeouts,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub fn replicator(&self) -> &Arc<Replicator> {
+        &self.shared.replicator
+    }
+
+    fn proxy_service(&self, conf: &Arc<ServerConf>) -> Service<HttpProxy<GatewayProxy>> {
+        http_proxy_service_with_name(
+            conf,
+            GatewayProxy::new(self.shared.clone()),
+            "lockstep gateway",
+        )
+    }
+
+    fn admin_service(&self) -> Service<HttpServer<Admin>> {
+        let mut admin = Service::new(
+            "lockstep admin".into(),
+            HttpServer::new_app(Admin::new(self.shared.clone())),
+        );
+        admin.threads = Some(1);
+        admin
+    }
+
+    fn health_checker(&self) -> HealthChecker {
+        let repl = &self.shared.config.replication;
+        let health = &self.shared.config.health;
+        let timeouts = PeerTimeouts {
+            connect: repl.connect_timeout.min(health.timeout),
+            io: health.timeout,
+        };
+        HealthChecker::new(
+            self.shared.replicator.clone(),
+            Arc::new(PingoraTransport::new(timeouts)),
+            health.clone(),
+        )
+    }
+
+    /// Runs the gateway in a pingora `Server` until SIGINT/SIGTERM; returns after shutdown.
+    pub fn run(self) -> anyhow::Result<()> {
+        let config = &self.shared.config;
+        for (key, addr) in [
+            ("gateway.listen", config.gateway.listen),
+            ("admin.listen", config.admin.listen),
+        ] {
+            // pingora retries a failed bind for 30 s and then gives up silently: check first.
+            TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {key} = {addr}: {e}"))?;
+        }
+        let conf = ServerConf {
+            threads: config.gateway.threads,
+            grace_period_seconds: Some(1),
+            graceful_shutdown_timeout_seconds: Some(5),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+
+        let mut proxy = self.proxy_service(&server.configuration);
+        proxy.add_tcp(&config.gateway.listen.to_string());
+        let mut admin = self.admin_service();
+        admin.add_tcp(&config.admin.listen.to_string());
+        let health = background_service("health", HealthTask(self.health_checker()));
+        server.add_service(proxy);
+        server.add_service(admin);
+        server.add_service(health);
+        info!(gateway = %config.gateway.listen, admin = %config.admin.listen, backends = config.backends.len(), "lockstep listening");
+        server.run(RunArgs::default());
+        Ok(())
+    }
+
+    /// Starts the gateway on the current tokio runtime, on listeners the caller bound (port 0
+    /// works). For tests and embedding.
+    pub fn spawn(self, gateway: TcpListener, admin: TcpListener) -> std::io::Result<Running> {
+        let fds: ListenFds = Arc::new(parking_lot::Mutex::new(Fds::new()));
+        let gateway_addr = adopt(&fds, gateway)?;
+        let admin_addr = adopt(&fds, admin)?;
+        let (stop, stopped) = watch::channel(false);
+        let conf = Arc::new(ServerConf {
+            threads: self.shared.config.gateway.threads,
+            ..Default::default()
+        });
+
+        let mut proxy = self.proxy_service(&conf);
+        proxy.add_tcp(&gateway_addr.to_string());
+        let mut admin = self.admin_service();
+        admin.add_tcp(&admin_addr.to_string());
+        let mut tasks = Vec::new();
+        for mut svc in [
+            Box::new(proxy) as Box<dyn pingora::services::Service>,
+            Box::new(admin),
+        ] {
+            let (fds, stopped) = (fds.clone(), stopped.clone());
+            tasks.push(tokio::spawn(async move {
+                svc.start_service(Some(fds), stopped, 1).await
+            }));
+        }
+        let checker = self.health_checker();
+        let stopped_health = stopped.clone();
+        tasks.push(tokio::spawn(
+            async move { checker.run(stopped_health).await },
+        ));
+        Ok(Running {
+            gateway: gateway_addr,
+            admin: admin_addr,
+            stop,
+            tasks,
+            app: self,
+        })
+    }
+}
+
+fn adopt(fds: &ListenFds, listener: TcpListener) -> std::io::Result<SocketAddr> {
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    fds.lock().add(addr.to_string(), listener.into_raw_fd());
+    Ok(addr)
+}
+
+struct HealthTask(HealthChecker);
+
+#[async_trait::async_trait]
+impl BackgroundService for HealthTask {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
+
+/// A gateway started with [`Gateway::spawn`].
+#[derive(Debug)]
+pub struct Running {
+    pub gateway: SocketAddr,
+    pub admin: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    app: Gateway,
+}
+
+impl Running {
+    pub fn app(&self) -> &Gateway {
+        &self.app
+    }
+
+    /// Stops accepting, lets the services end, and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! lockstep's request-history journal: every logical request with its sequence number, the
+//! primary's response, which backends acknowledged it, and whether it committed.
+//!
+//! The [`Journal`] trait is the seam: the replication pipeline only talks to it. This crate knows
+//! nothing about HTTP servers or pingora; records are plain bytes and strings.
+#![warn(unreachable_pub, missing_debug_implementations)]
+
+mod memory;
+mod record;
+
+pub use memory::MemoryJournal;
+pub use record::{Entry, EntryState, Header, JournalError, RequestRecord, ResponseRecord, Seq};
+
+use async_trait::async_trait;
+
+/// The request history. Implementations must be safe to call from many tasks at once.
+///
+/// Ordering contract: `append(seq)` returns only once the entry is stored (durably, for a durable
+/// journal); the pipeline never lets a backend see a request before its `append` returned.
+#[async_trait]
+pub trait Journal: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new entry. Its seq is new and greater than every seq appended before it by the
+    /// same sequencer.
+    async fn append(&self, entry: Entry) -> Result<(), JournalError>;
+    /// Records the primary's response for `seq` (before the backups have acknowledged it).
+    async fn record_response(&self, seq: Seq, response: ResponseRecord)
+    -> Result<(), JournalError>;
+    /// Records that `backend` processed `seq` and its response matched the primary's.
+    async fn record_ack(&self, seq: Seq, backend: &str) -> Result<(), JournalError>;
+    /// Marks `seq` committed with the response the client receives.
+    async fn commit(&self, seq: Seq, response: ResponseRecord) -> Result<(), JournalError>;
+    /// Marks `seq` as never committed (it failed before commit), with the reason.
+    async fn abort(&self, seq: Seq, reason: String) -> Result<(), JournalError>;
+    /// Entries with `seq >= from`, in seq order, at most `limit` of them.
+    async fn read_from(&self, from: Seq, limit: usize) -> Result<Vec<Entry>, JournalError>;
+    /// The highest seq appended so far (0 when empty).
+    fn last_seq(&self) -> Seq;
+}

@@ -1,0 +1,157 @@
+//! An in-memory journal: the history lives as long as the process. Useful for tests and for
+//! deployments that accept losing the history on a gateway restart.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use crate::{Entry, EntryState, Journal, JournalError, ResponseRecord, Seq};
+
+#[derive(Debug, Default)]
+pub struct MemoryJournal {
+    entries: Mutex<BTreeMap<Seq, Entry>>,
+    last: AtomicU64,
+}
+
+impl MemoryJournal {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn update<T>(&self, seq: Seq, f: impl FnOnce(&mut Entry) -> T) -> Result<T, JournalError> {
+        let mut entries = self.entries.lock();
+        let entry = entries
+            .get_mut(&seq)
+            .ok_or(JournalError::UnknownSeq { seq })?;
+        Ok(f(entry))
+    }
+}
+
+#[async_trait]
+impl Journal for MemoryJournal {
+    async fn append(&self, entry: Entry) -> Result<(), JournalError> {
+        let seq = entry.seq;
+        let mut entries = self.entries.lock();
+        if entries.contains_key(&seq) {
+            return Err(JournalError::DuplicateSeq { seq });
+        }
+        entries.insert(seq, entry);
+        self.last.fetch_max(seq, Ordering::AcqRel);
+        Ok(())
+    }
+
+    async fn record_response(
+        &self,
+        seq: Seq,
+        response: ResponseRecord,
+    ) -> Result<(), JournalError> {
+        self.update(seq, |e| {
+            if matches!(e.state, EntryState::Pending) {
+                e.state = EntryState::Answered(response);
+            }
+        })
+    }
+
+    async fn record_ack(&self, seq: Seq, backend: &str) -> Result<(), JournalError> {
+        self.update(seq, |e| e.acks.push(backend.to_owned()))
+    }
+
+    async fn commit(&self, seq: Seq, response: ResponseRecord) -> Result<(), JournalError> {
+        self.update(seq, |e| e.state = EntryState::Committed(response))
+    }
+
+    async fn abort(&self, seq: Seq, reason: String) -> Result<(), JournalError> {
+        self.update(seq, |e| e.state = EntryState::Aborted(reason))
+    }
+
+    async fn read_from(&self, from: Seq, limit: usize) -> Result<Vec<Entry>, JournalError> {
+        let entries = self.entries.lock();
+        Ok(entries
+            .range(from..)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    fn last_seq(&self) -> Seq {
+        self.last.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RequestRecord;
+    use std::time::SystemTime;
+
+    fn entry(seq: Seq) -> Entry {
+        let request = RequestRecord {
+            method: "POST".into(),
+            uri: format!("/r/{seq}"),
+            headers: vec![],
+            body: bytes::Bytes::from_static(b"{}"),
+        };
+        Entry::new(seq, String::new(), SystemTime::UNIX_EPOCH, request)
+    }
+
+    fn response(status: u16) -> ResponseRecord {
+        ResponseRecord {
+            status,
+            headers: vec![],
+            body: bytes::Bytes::from_static(b"ok"),
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_move_from_pending_to_committed() {
+        let j = MemoryJournal::new();
+        j.append(entry(1)).await.unwrap();
+        j.append(entry(2)).await.unwrap();
+        j.record_response(1, response(201)).await.unwrap();
+        j.record_ack(1, "b").await.unwrap();
+        j.commit(1, response(201)).await.unwrap();
+        j.abort(2, "primary unreachable".into()).await.unwrap();
+
+        let all = j.read_from(1, 10).await.unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].state, EntryState::Committed(response(201)));
+        assert_eq!(all[0].acks, vec!["b".to_string()]);
+        assert_eq!(
+            all[1].state,
+            EntryState::Aborted("primary unreachable".into())
+        );
+        assert_eq!(j.last_seq(), 2);
+    }
+
+    #[tokio::test]
+    async fn read_from_is_ordered_and_bounded() {
+        let j = MemoryJournal::new();
+        for seq in [3, 1, 2, 5, 4] {
+            j.append(entry(seq)).await.unwrap();
+        }
+        let seqs: Vec<Seq> = j
+            .read_from(2, 3)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, vec![2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn rejects_duplicate_and_unknown_seqs() {
+        let j = MemoryJournal::new();
+        j.append(entry(1)).await.unwrap();
+        assert!(matches!(
+            j.append(entry(1)).await,
+            Err(JournalError::DuplicateSeq { seq: 1 })
+        ));
+        assert!(matches!(
+            j.commit(9, response(200)).await,
+            Err(JournalError::UnknownSeq { seq: 9 })
+        ));
+    }
+}

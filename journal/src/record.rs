@@ -1,0 +1,102 @@
+//! The records the journal stores.
+
+use bytes::Bytes;
+use std::time::SystemTime;
+
+/// A position in the total order of logical requests. The first request gets 1.
+pub type Seq = u64;
+
+/// One header as it travels: the name as the client wrote it, the raw value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: Bytes,
+}
+
+impl Header {
+    pub fn new(name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Header {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A logical request as the backends receive it (before per-backend context headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub method: String,
+    /// Path and query, as received.
+    pub uri: String,
+    /// End-to-end headers in client order; hop-by-hop headers are already removed.
+    pub headers: Vec<Header>,
+    pub body: Bytes,
+}
+
+/// A backend's full response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseRecord {
+    pub status: u16,
+    pub headers: Vec<Header>,
+    pub body: Bytes,
+}
+
+impl ResponseRecord {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| &h.value)
+    }
+}
+
+/// Where an entry stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryState {
+    /// Journaled; not (yet) committed.
+    Pending,
+    /// The primary answered; backups may still be acknowledging.
+    Answered(ResponseRecord),
+    /// The ack policy was met; this response is what the client received.
+    Committed(ResponseRecord),
+    /// It failed before commit and never will commit.
+    Aborted(String),
+}
+
+/// One logical request in the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: Seq,
+    /// The ordering domain; empty for the global lane.
+    pub lane: String,
+    /// Gateway time at sequencing.
+    pub time: SystemTime,
+    pub request: RequestRecord,
+    pub state: EntryState,
+    /// Names of the backends that acknowledged it, in acknowledgement order.
+    pub acks: Vec<String>,
+}
+
+impl Entry {
+    pub fn new(seq: Seq, lane: String, time: SystemTime, request: RequestRecord) -> Self {
+        Entry {
+            seq,
+            lane,
+            time,
+            request,
+            state: EntryState::Pending,
+            acks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal entry {seq} does not exist")]
+    UnknownSeq { seq: Seq },
+    #[error("journal entry {seq} was appended twice")]
+    DuplicateSeq { seq: Seq },
+    #[error("journal I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+}
