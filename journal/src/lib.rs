@@ -9,7 +9,10 @@ mod memory;
 mod record;
 
 pub use memory::MemoryJournal;
-pub use record::{Entry, EntryState, Header, JournalError, RequestRecord, ResponseRecord, Seq};
+pub use record::{
+    BackendRecord, Entry, EntryState, Header, IdempotencyKey, JournalError, RequestRecord,
+    ResponseRecord, Seq, Topology,
+};
 
 use async_trait::async_trait;
 
@@ -33,6 +36,18 @@ pub trait Journal: Send + Sync + std::fmt::Debug + 'static {
     async fn abort(&self, seq: Seq, reason: String) -> Result<(), JournalError>;
     /// Entries with `seq >= from`, in seq order, at most `limit` of them.
     async fn read_from(&self, from: Seq, limit: usize) -> Result<Vec<Entry>, JournalError>;
+    /// One entry.
+    async fn get(&self, seq: Seq) -> Result<Option<Entry>, JournalError>;
     /// The highest seq appended so far (0 when empty).
     fn last_seq(&self) -> Seq;
+    /// The entry that carries the scoped idempotency key `scoped` (see [`IdempotencyKey`]),
+    /// whatever its state, unless the key was expired.
+    async fn find_key(&self, scoped: &str) -> Result<Option<Entry>, JournalError>;
+    /// Forgets the idempotency keys of entries sequenced before `before`; returns how many.
+    /// The entries themselves stay (they are the history).
+    async fn expire_keys(&self, before: std::time::SystemTime) -> Result<usize, JournalError>;
+    /// Persists the topology (roles, epoch, backend states); replaces the previous one.
+    async fn save_topology(&self, topology: &Topology) -> Result<(), JournalError>;
+    /// The last saved topology, if any.
+    async fn load_topology(&self) -> Result<Option<Topology>, JournalError>;
 }

@@ -1,17 +1,21 @@
 //! An in-memory journal: the history lives as long as the process. Useful for tests and for
 //! deployments that accept losing the history on a gateway restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use crate::{Entry, EntryState, Journal, JournalError, ResponseRecord, Seq};
+use crate::{Entry, EntryState, Journal, JournalError, ResponseRecord, Seq, Topology};
 
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
     entries: Mutex<BTreeMap<Seq, Entry>>,
+    /// Scoped idempotency key → seq.
+    keys: Mutex<HashMap<String, Seq>>,
+    topology: Mutex<Option<Topology>>,
     last: AtomicU64,
 }
 
@@ -36,6 +40,9 @@ impl Journal for MemoryJournal {
         let mut entries = self.entries.lock();
         if entries.contains_key(&seq) {
             return Err(JournalError::DuplicateSeq { seq });
+        }
+        if let Some(key) = &entry.idempotency {
+            self.keys.lock().insert(key.scoped.clone(), seq);
         }
         entries.insert(seq, entry);
         self.last.fetch_max(seq, Ordering::AcqRel);
@@ -75,8 +82,36 @@ impl Journal for MemoryJournal {
             .collect())
     }
 
+    async fn get(&self, seq: Seq) -> Result<Option<Entry>, JournalError> {
+        Ok(self.entries.lock().get(&seq).cloned())
+    }
+
     fn last_seq(&self) -> Seq {
         self.last.load(Ordering::Acquire)
+    }
+
+    async fn find_key(&self, scoped: &str) -> Result<Option<Entry>, JournalError> {
+        let Some(seq) = self.keys.lock().get(scoped).copied() else {
+            return Ok(None);
+        };
+        Ok(self.entries.lock().get(&seq).cloned())
+    }
+
+    async fn expire_keys(&self, before: SystemTime) -> Result<usize, JournalError> {
+        let entries = self.entries.lock();
+        let mut keys = self.keys.lock();
+        let n = keys.len();
+        keys.retain(|_, seq| entries.get(seq).is_some_and(|e| e.time >= before));
+        Ok(n - keys.len())
+    }
+
+    async fn save_topology(&self, topology: &Topology) -> Result<(), JournalError> {
+        *self.topology.lock() = Some(topology.clone());
+        Ok(())
+    }
+
+    async fn load_topology(&self) -> Result<Option<Topology>, JournalError> {
+        Ok(self.topology.lock().clone())
     }
 }
 

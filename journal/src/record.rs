@@ -64,6 +64,16 @@ pub enum EntryState {
     Aborted(String),
 }
 
+/// The idempotency identity of a request, computed by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// A digest of the credential scope and the client's key: two clients with different
+    /// credentials never share a scoped key.
+    pub scoped: String,
+    /// A digest of method, path and body: the same key reused for a different request is caught.
+    pub fingerprint: String,
+}
+
 /// One logical request in the history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -76,6 +86,7 @@ pub struct Entry {
     pub state: EntryState,
     /// Names of the backends that acknowledged it, in acknowledgement order.
     pub acks: Vec<String>,
+    pub idempotency: Option<IdempotencyKey>,
 }
 
 impl Entry {
@@ -87,8 +98,33 @@ impl Entry {
             request,
             state: EntryState::Pending,
             acks: Vec::new(),
+            idempotency: None,
         }
     }
+
+    pub fn with_idempotency(mut self, key: Option<IdempotencyKey>) -> Self {
+        self.idempotency = key;
+        self
+    }
+}
+
+/// The gateway's view of its backends, persisted so that a restart keeps roles and states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Incremented on every topology change.
+    pub epoch: u64,
+    pub primary: String,
+    pub backends: Vec<BackendRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendRecord {
+    pub name: String,
+    pub url: String,
+    pub implementation: String,
+    /// `in-sync`, `lagging`, `diverged`, `joining`, `suspect` or `down`.
+    pub state: String,
+    pub acked_seq: Seq,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,4 +135,6 @@ pub enum JournalError {
     DuplicateSeq { seq: Seq },
     #[error("journal I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the journal in {path} is damaged: {detail}")]
+    Corrupt { path: String, detail: String },
 }
