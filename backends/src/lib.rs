@@ -6,6 +6,7 @@
 //! a plain type testable without sockets.
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+mod clock;
 mod compare;
 mod health;
 mod lane;
@@ -14,6 +15,7 @@ mod replicator;
 mod transport;
 mod watermark;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use compare::{Difference, compare_responses};
 pub use health::{HealthChecker, HealthTracker};
 pub use pool::{Backend, BackendState, BackendStatus, Pool, PoolStatus};

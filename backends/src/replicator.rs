@@ -7,14 +7,16 @@
 //! pipeline.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use lockstep_config::{AckPolicy, CompareRule, DispatchMode, OnDivergence, ReplicationConfig};
-use lockstep_journal::{Entry, Header, Journal, JournalError, RequestRecord, ResponseRecord, Seq};
+use lockstep_journal::{
+    Entry, Header, IdempotencyKey, Journal, JournalError, RequestRecord, ResponseRecord, Seq,
+};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::compare::compare_responses;
 use crate::lane::{Lanes, Ticket};
 use crate::pool::{Backend, BackendState, Pool, PoolStatus};
@@ -22,13 +24,18 @@ use crate::transport::{Transport, TransportError};
 use crate::watermark::Watermark;
 
 /// A logical request, classified, ready to be sequenced.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Submission {
     /// Ordering domain; empty for the global lane.
     pub lane: String,
     pub request: RequestRecord,
     /// How backups' responses are compared with the primary's.
     pub compare: CompareRule,
+    /// The request's idempotency identity, stored with its entry.
+    pub idempotency: Option<IdempotencyKey>,
+    /// Held until the request is done everywhere it commits (e.g. a claim on its idempotency
+    /// key), even if the client went away.
+    pub hold: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// A committed request: the response the client receives.
@@ -83,6 +90,7 @@ pub struct Replicator {
     journal: Arc<dyn Journal>,
     transport: Arc<dyn Transport>,
     config: ReplicationConfig,
+    clock: Arc<dyn Clock>,
     admission: Mutex<Admission>,
     /// Seqs that committed or aborted.
     resolved: Mutex<Watermark>,
@@ -94,6 +102,7 @@ impl Replicator {
         journal: Arc<dyn Journal>,
         transport: Arc<dyn Transport>,
         config: ReplicationConfig,
+        clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
         let last_seq = journal.last_seq();
         Arc::new(Replicator {
@@ -101,6 +110,7 @@ impl Replicator {
             journal,
             transport,
             config,
+            clock,
             admission: Mutex::new(Admission {
                 last_seq,
                 lanes: Lanes::default(),
@@ -115,6 +125,10 @@ impl Replicator {
 
     pub fn journal(&self) -> &Arc<dyn Journal> {
         &self.journal
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The highest seq handed out.
@@ -158,7 +172,12 @@ impl Replicator {
             .unwrap_or(Err(ReplicationError::TaskFailed))
     }
 
-    async fn replicate(self: Arc<Self>, sub: Submission) -> Result<Committed, ReplicationError> {
+    async fn replicate(
+        self: Arc<Self>,
+        mut sub: Submission,
+    ) -> Result<Committed, ReplicationError> {
+        // Released when this function returns: once the request committed or failed.
+        let _hold = sub.hold.take();
         let primary = self.pool.primary();
         // Participation is decided here, once: the primary and the backups in-sync right now.
         let (seq, time, mut tickets, backups) = {
@@ -174,7 +193,7 @@ impl Replicator {
                 .collect();
             let tickets = admission.lanes.admit(&sub.lane, &names);
             admission.last_seq += 1;
-            (admission.last_seq, SystemTime::now(), tickets, backups)
+            (admission.last_seq, self.clock.now(), tickets, backups)
         };
         let lane_release = Arc::new(LaneRelease {
             replicator: self.clone(),
@@ -183,7 +202,8 @@ impl Replicator {
         let primary_ticket = tickets.remove(0);
 
         // Write-ahead: no backend sees the request before the journal has it.
-        let entry = Entry::new(seq, sub.lane.clone(), time, sub.request.clone());
+        let entry = Entry::new(seq, sub.lane.clone(), time, sub.request.clone())
+            .with_idempotency(sub.idempotency.clone());
         if let Err(e) = self.journal.append(entry).await {
             warn!(seq, error = %e, "journal append failed; request rejected");
             for b in std::iter::once(&primary).chain(&backups) {

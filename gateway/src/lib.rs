@@ -9,12 +9,14 @@
 mod admin;
 pub mod demo;
 mod headers;
+mod idempotency;
 mod proxy;
 mod respond;
 mod server;
 mod shared;
 mod transport;
 
+pub use idempotency::{KeyError, MAX_KEY_LEN};
 pub use respond::{ErrorResponse, GatewayError};
 pub use server::{Gateway, Running};
 pub use transport::{PeerTimeouts, PingoraTransport};

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use lockstep_backends::{Committed, Submission};
 use lockstep_classifiers::Classification;
-use lockstep_config::RequestKind;
-use lockstep_journal::RequestRecord;
+use lockstep_config::{IdempotencyRule, InFlightPolicy, RequestKind};
+use lockstep_journal::{EntryState, IdempotencyKey, RequestRecord};
 use pingora::http::{HeaderNameVariant, RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -17,6 +17,7 @@ use pingora::upstreams::peer::HttpPeer;
 use tracing::debug;
 
 use crate::headers::{forwarded_request_headers, is_hop_by_hop};
+use crate::idempotency::{fingerprint, parse_key, scoped_key};
 use crate::respond::{ErrorResponse, GatewayError};
 use crate::shared::Shared;
 use crate::transport::{backend_peer, path_prefix};
@@ -45,15 +46,124 @@ impl GatewayProxy {
             Ok(r) => r,
             Err(e) => return self.respond_error(session, &e).await,
         };
-        let submission = Submission {
-            lane: class.lane.as_str().to_owned(),
-            request,
-            compare: self.shared.classifier.compare_rule(&class).clone(),
+        let key = match self.idempotency_key(session.req_header(), &class, &request) {
+            Ok(k) => k,
+            Err(e) => return self.respond_error(session, &e).await,
         };
+        let compare = self.shared.classifier.compare_rule(&class).clone();
+        let lane = class.lane.as_str().to_owned();
+        let Some(key) = key else {
+            let submission = Submission {
+                lane,
+                request,
+                compare,
+                idempotency: None,
+                hold: None,
+            };
+            return self.submit(session, submission).await;
+        };
+        let header = &self.shared.config.idempotency.header;
+        loop {
+            let claim = match self.shared.in_flight.claim(&key.scoped) {
+                Ok(claim) => claim,
+                Err(mut waiting) => {
+                    if self.shared.config.idempotency.in_flight == InFlightPolicy::Reject {
+                        let e = GatewayError::IdempotencyKeyInFlight {
+                            header: header.clone(),
+                        };
+                        return self.respond_error(session, &e).await;
+                    }
+                    // The channel closes when the original request committed or failed.
+                    let _ = waiting.changed().await;
+                    continue;
+                }
+            };
+            let found = match self.shared.replicator.journal().find_key(&key.scoped).await {
+                Ok(found) => found,
+                Err(e) => {
+                    let e = GatewayError::from(lockstep_backends::ReplicationError::Journal(e));
+                    return self.respond_error(session, &e).await;
+                }
+            };
+            let ttl = self.shared.config.idempotency.ttl;
+            let now = self.shared.replicator.clock().now();
+            match found {
+                Some(entry) if entry.time + ttl > now => {
+                    if entry
+                        .idempotency
+                        .as_ref()
+                        .is_some_and(|k| k.fingerprint != key.fingerprint)
+                    {
+                        let e = GatewayError::IdempotencyKeyReused {
+                            header: header.clone(),
+                        };
+                        return self.respond_error(session, &e).await;
+                    }
+                    match entry.state {
+                        EntryState::Committed(response) => {
+                            let primary = self.shared.replicator.pool().primary().name.clone();
+                            let replay = Committed {
+                                seq: entry.seq,
+                                response,
+                                primary,
+                            };
+                            return self.respond_committed(session, replay, true).await;
+                        }
+                        EntryState::Pending | EntryState::Answered(_) => {
+                            // Still being resumed after a restart.
+                            let e = GatewayError::IdempotencyKeyInFlight {
+                                header: header.clone(),
+                            };
+                            return self.respond_error(session, &e).await;
+                        }
+                        // Never committed: the request may run again.
+                        EntryState::Aborted(_) => {}
+                    }
+                }
+                _ => {}
+            }
+            let submission = Submission {
+                lane,
+                request,
+                compare,
+                idempotency: Some(key),
+                hold: Some(Box::new(claim)),
+            };
+            return self.submit(session, submission).await;
+        }
+    }
+
+    async fn submit(&self, session: &mut Session, submission: Submission) -> Result<()> {
         match self.shared.replicator.submit(submission).await {
-            Ok(committed) => self.respond_committed(session, committed).await,
+            Ok(committed) => self.respond_committed(session, committed, false).await,
             Err(e) => self.respond_error(session, &GatewayError::from(e)).await,
         }
+    }
+
+    /// The request's idempotency identity, if it carries a key and the route honours keys.
+    fn idempotency_key(
+        &self,
+        header: &RequestHeader,
+        class: &Classification,
+        request: &RequestRecord,
+    ) -> Result<Option<IdempotencyKey>, GatewayError> {
+        let config = &self.shared.config.idempotency;
+        if class.idempotency == IdempotencyRule::Off {
+            return Ok(None);
+        }
+        let Some(raw) = header.headers.get(config.header.as_str()) else {
+            return match class.idempotency {
+                IdempotencyRule::Required => Err(GatewayError::IdempotencyKeyRequired {
+                    header: config.header.clone(),
+                }),
+                _ => Ok(None),
+            };
+        };
+        let key = parse_key(&config.header, raw.as_bytes())?;
+        Ok(Some(IdempotencyKey {
+            scoped: scoped_key(&config.scope_headers, &header.headers, &key),
+            fingerprint: fingerprint(&request.method, &request.uri, &request.body),
+        }))
     }
 
     /// Reads the whole request (body up to `max_body`) into a record for the journal.
@@ -117,7 +227,12 @@ impl GatewayProxy {
         })
     }
 
-    async fn respond_committed(&self, session: &mut Session, committed: Committed) -> Result<()> {
+    async fn respond_committed(
+        &self,
+        session: &mut Session,
+        committed: Committed,
+        replayed: bool,
+    ) -> Result<()> {
         let response = &committed.response;
         let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 3))?;
         let nominated: Vec<String> = response
@@ -137,6 +252,9 @@ impl GatewayProxy {
         header.insert_header("Content-Length", response.body.len().to_string())?;
         header.insert_header("Lockstep-Sequence", committed.seq.to_string())?;
         header.insert_header("Lockstep-Primary", committed.primary.as_str())?;
+        if replayed {
+            header.insert_header("Idempotent-Replayed", "true")?;
+        }
         let empty = response.body.is_empty();
         session
             .write_response_header(Box::new(header), empty)

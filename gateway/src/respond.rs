@@ -17,6 +17,16 @@ pub enum GatewayError {
     UnknownGatewayPath { path: String },
     #[error(transparent)]
     Replication(#[from] ReplicationError),
+    #[error("this route requires the {header} header on state-changing requests")]
+    IdempotencyKeyRequired { header: String },
+    #[error(transparent)]
+    InvalidIdempotencyKey(#[from] crate::idempotency::KeyError),
+    #[error(
+        "the {header} key was already used for a different request (method, path or body differ)"
+    )]
+    IdempotencyKeyReused { header: String },
+    #[error("a request with the same {header} key is still being processed; retry later")]
+    IdempotencyKeyInFlight { header: String },
     #[error("no backend is reachable: {0}")]
     Unavailable(String),
     #[error("the backend failed: {0}")]
@@ -43,6 +53,10 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => (413, "body_too_large"),
             GatewayError::BadRequest(_) => (400, "bad_request"),
             GatewayError::UnknownGatewayPath { .. } => (404, "not_found"),
+            GatewayError::IdempotencyKeyRequired { .. } => (400, "idempotency_key_required"),
+            GatewayError::InvalidIdempotencyKey(_) => (400, "invalid_idempotency_key"),
+            GatewayError::IdempotencyKeyReused { .. } => (422, "idempotency_key_reused"),
+            GatewayError::IdempotencyKeyInFlight { .. } => (409, "idempotency_key_in_flight"),
             GatewayError::Replication(ReplicationError::PrimaryUnreachable { .. }) => {
                 (503, "primary_unreachable")
             }

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
-use lockstep_backends::{HealthChecker, Pool, Replicator};
+use lockstep_backends::{Clock, HealthChecker, Pool, Replicator, SystemClock};
 use lockstep_classifiers::Classifier;
 use lockstep_config::Config;
 use lockstep_journal::MemoryJournal;
@@ -33,6 +33,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: Config) -> Self {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A gateway whose sequencing time and key expiry follow `clock` (tests move it by hand).
+    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Self {
         let repl = &config.replication;
         let io = repl.primary_timeout.max(repl.backup_timeout);
         let timeouts = PeerTimeouts {
@@ -42,7 +47,7 @@ impl Gateway {
         let pool = Arc::new(Pool::new(&config.backends));
         let journal = Arc::new(MemoryJournal::new());
         let transport = Arc::new(PingoraTransport::new(timeouts.clone()));
-        let replicator = Replicator::new(pool, journal, transport, repl.clone());
+        let replicator = Replicator::new(pool, journal, transport, repl.clone(), clock);
         let classifier = Classifier::new(config.routes.clone());
         let read_timeouts = PeerTimeouts {
             connect: repl.connect_timeout,
@@ -54,6 +59,7 @@ impl Gateway {
                 classifier,
                 replicator,
                 read_timeouts,
+                in_flight: Arc::default(),
             }),
         }
     }

@@ -7,6 +7,7 @@ use lockstep_backends::Replicator;
 use lockstep_classifiers::Classifier;
 use lockstep_config::Config;
 
+use crate::idempotency::InFlight;
 use crate::transport::PeerTimeouts;
 
 #[derive(Debug)]
@@ -16,4 +17,6 @@ pub(crate) struct Shared {
     pub(crate) replicator: Arc<Replicator>,
     /// Timeouts of proxied reads.
     pub(crate) read_timeouts: PeerTimeouts,
+    /// Scoped idempotency keys with a request in flight.
+    pub(crate) in_flight: Arc<InFlight>,
 }

@@ -155,7 +155,13 @@ fn setup(cfg: ReplicationConfig) -> (Arc<Replicator>, Arc<FakeBackends>, Arc<Mem
     ]));
     let fakes = Arc::new(FakeBackends::default());
     let journal = Arc::new(MemoryJournal::new());
-    let r = Replicator::new(pool, journal.clone(), fakes.clone(), cfg);
+    let r = Replicator::new(
+        pool,
+        journal.clone(),
+        fakes.clone(),
+        cfg,
+        Arc::new(crate::SystemClock),
+    );
     (r, fakes, journal)
 }
 
@@ -169,6 +175,8 @@ fn post(lane: &str, uri: &str) -> Submission {
             body: Bytes::new(),
         },
         compare: CompareRule::default(),
+        idempotency: None,
+        hold: None,
     }
 }
 
