@@ -117,8 +117,20 @@ impl HealthChecker {
                 HealthTracker::new(self.config.healthy_after, self.config.unhealthy_after)
             });
             match tracker.observe(ok) {
-                Some(false) if backend.transition(BackendState::InSync, BackendState::Down) => {
-                    warn!(backend = %backend.name, "backend failed its health checks; marked down");
+                Some(false) => {
+                    let is_primary = self.replicator.pool().primary().name == backend.name;
+                    if is_primary && self.replicator.has_successor() {
+                        warn!(backend = %backend.name, "the primary failed its health checks; failing over");
+                        self.replicator
+                            .declare_primary_lost(backend, "failed its health checks");
+                    } else {
+                        self.replicator.change_state(
+                            backend,
+                            Some(BackendState::InSync),
+                            BackendState::Down,
+                            "failed its health checks",
+                        );
+                    }
                 }
                 Some(true) => {
                     if backend.state() == BackendState::Down {
@@ -127,7 +139,7 @@ impl HealthChecker {
                         info!(backend = %backend.name, state = %backend.state(), "backend is healthy");
                     }
                 }
-                Some(false) | None => {}
+                None => {}
             }
         }
     }

@@ -8,6 +8,7 @@
 
 mod clock;
 mod compare;
+mod events;
 mod health;
 mod lane;
 mod pool;
@@ -17,8 +18,9 @@ mod watermark;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compare::{Difference, compare_responses};
+pub use events::{EventBus, TopologyEvent};
 pub use health::{HealthChecker, HealthTracker};
 pub use pool::{Backend, BackendState, BackendStatus, Pool, PoolStatus};
-pub use replicator::{Committed, ReplicationError, Replicator, Submission};
+pub use replicator::{Committed, ReplicationError, Replicator, Submission, SwitchoverError};
 pub use transport::{Transport, TransportError};
 pub use watermark::Watermark;

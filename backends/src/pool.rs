@@ -97,6 +97,11 @@ impl Backend {
     pub(crate) fn mark_acked(&self, seq: Seq) -> Seq {
         self.acked.lock().mark(seq)
     }
+
+    /// Replaces the watermark (recovery, catch-up).
+    pub(crate) fn reset_acked(&self, watermark: Watermark) {
+        *self.acked.lock() = watermark;
+    }
 }
 
 /// The set of backends and which one is primary.
@@ -126,6 +131,11 @@ impl Pool {
         self.primary.read().clone()
     }
 
+    /// Makes `backend` the primary; returns the previous one.
+    pub fn set_primary(&self, backend: Arc<Backend>) -> Arc<Backend> {
+        std::mem::replace(&mut *self.primary.write(), backend)
+    }
+
     /// Every backend, in config order.
     pub fn all(&self) -> Vec<Arc<Backend>> {
         self.backends.read().clone()
@@ -150,7 +160,7 @@ impl Pool {
             .cloned()
     }
 
-    pub fn status(&self, last_seq: Seq, committed_seq: Seq) -> PoolStatus {
+    pub fn status(&self, epoch: u64, last_seq: Seq, committed_seq: Seq) -> PoolStatus {
         let primary = self.primary();
         let backends = self
             .all()
@@ -170,6 +180,7 @@ impl Pool {
             .collect();
         PoolStatus {
             primary: primary.name.clone(),
+            epoch,
             last_seq,
             committed_seq,
             backends,
@@ -181,6 +192,8 @@ impl Pool {
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolStatus {
     pub primary: String,
+    /// Incremented on every topology change.
+    pub epoch: u64,
     pub last_seq: Seq,
     pub committed_seq: Seq,
     pub backends: Vec<BackendStatus>,

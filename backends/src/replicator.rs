@@ -1,27 +1,41 @@
 //! The replication pipeline for one logical request: sequence, journal, primary, backups,
-//! comparison, ack policy, commit.
+//! comparison, ack policy, commit — and the topology changes that interrupt it (failover,
+//! switchover, fences).
 //!
 //! Each request runs in its own task, so a client that disconnects never leaves a request half
 //! replicated. Ordering per (lane, backend) comes from [`crate::lane`]; the primary is released
 //! for the lane's next request as soon as it answered, so the primary and the backups work as a
 //! pipeline.
+//!
+//! When the primary fails under a request and an in-sync backup exists, the request is *parked*
+//! instead of failed: the failover procedure (in `failover.rs`) fences admission, drains the
+//! requests in flight, promotes a backup and finishes every parked request on it, in seq order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use lockstep_config::{AckPolicy, CompareRule, DispatchMode, OnDivergence, ReplicationConfig};
 use lockstep_journal::{
-    Entry, Header, IdempotencyKey, Journal, JournalError, RequestRecord, ResponseRecord, Seq,
+    BackendRecord, Entry, Header, IdempotencyKey, Journal, JournalError, RequestRecord,
+    ResponseRecord, Seq, Topology,
 };
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::compare::compare_responses;
+use crate::events::{EventBus, TopologyEvent};
 use crate::lane::{Lanes, Ticket};
 use crate::pool::{Backend, BackendState, Pool, PoolStatus};
 use crate::transport::{Transport, TransportError};
 use crate::watermark::Watermark;
+
+mod failover;
+
+pub use failover::SwitchoverError;
 
 /// A logical request, classified, ready to be sequenced.
 #[derive(Debug)]
@@ -33,8 +47,8 @@ pub struct Submission {
     pub compare: CompareRule,
     /// The request's idempotency identity, stored with its entry.
     pub idempotency: Option<IdempotencyKey>,
-    /// Held until the request is done everywhere it commits (e.g. a claim on its idempotency
-    /// key), even if the client went away.
+    /// Held until the request committed or failed (e.g. a claim on its idempotency key), even
+    /// if the client went away.
     pub hold: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
@@ -49,11 +63,13 @@ pub struct Committed {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
-    /// The request never reached the primary; nothing was applied anywhere.
-    #[error("the primary {primary} is unreachable: {reason}")]
+    /// The request never reached the primary and no backup could take over; nothing was applied.
+    #[error("the primary {primary} is unreachable and no in-sync backup can take over: {reason}")]
     PrimaryUnreachable { primary: String, reason: String },
-    /// The primary may or may not have processed the request; it did not commit.
-    #[error("the primary {primary} did not answer request {seq}: {reason}")]
+    /// The primary may or may not have processed the request, and no backup could take over.
+    #[error(
+        "the primary {primary} did not answer request {seq} and no in-sync backup can take over: {reason}"
+    )]
     PrimaryFailed {
         primary: String,
         seq: Seq,
@@ -78,10 +94,30 @@ enum Vote {
 
 type PrimaryOutcome = Option<Result<ResponseRecord, TransportError>>;
 
+/// What parallel-dispatch backups answered for a request whose primary then failed: the new
+/// primary must not process it twice.
+type Processed = Arc<Mutex<HashMap<String, ResponseRecord>>>;
+
 #[derive(Debug)]
 struct Admission {
     last_seq: Seq,
     lanes: Lanes,
+    /// Admission paused: new requests wait.
+    fenced: bool,
+    /// Requests admitted and not yet finished everywhere.
+    live: usize,
+}
+
+/// A request whose primary failed, waiting for the failover procedure to finish it.
+#[derive(Debug)]
+struct Parked {
+    seq: Seq,
+    request: Arc<RequestRecord>,
+    compare: CompareRule,
+    extra: Arc<Vec<Header>>,
+    processed: Processed,
+    reason: TransportError,
+    reply: oneshot::Sender<Result<Committed, ReplicationError>>,
 }
 
 #[derive(Debug)]
@@ -91,9 +127,21 @@ pub struct Replicator {
     transport: Arc<dyn Transport>,
     config: ReplicationConfig,
     clock: Arc<dyn Clock>,
+    events: EventBus,
     admission: Mutex<Admission>,
+    /// Bumped whenever admission is unfenced or the last live request finishes.
+    admission_changed: watch::Sender<u64>,
     /// Seqs that committed or aborted.
     resolved: Mutex<Watermark>,
+    parked: Mutex<Vec<Parked>>,
+    /// Bumped when the primary is declared lost: requests waiting on it give up at once.
+    primary_lost: watch::Sender<u64>,
+    /// One topology change at a time (failover, switchover, join).
+    topology_change: tokio::sync::Mutex<()>,
+    epoch: AtomicU64,
+    persist: tokio::sync::Mutex<()>,
+    /// Itself, for background work started from `&self`.
+    me: std::sync::Weak<Replicator>,
 }
 
 impl Replicator {
@@ -105,17 +153,27 @@ impl Replicator {
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
         let last_seq = journal.last_seq();
-        Arc::new(Replicator {
+        Arc::new_cyclic(|me| Replicator {
+            me: me.clone(),
             pool,
             journal,
             transport,
             config,
             clock,
+            events: EventBus::default(),
             admission: Mutex::new(Admission {
                 last_seq,
                 lanes: Lanes::default(),
+                fenced: false,
+                live: 0,
             }),
+            admission_changed: watch::Sender::new(0),
             resolved: Mutex::new(Watermark::starting_at(last_seq)),
+            parked: Mutex::new(Vec::new()),
+            primary_lost: watch::Sender::new(0),
+            topology_change: tokio::sync::Mutex::new(()),
+            epoch: AtomicU64::new(0),
+            persist: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -131,6 +189,18 @@ impl Replicator {
         &self.clock
     }
 
+    pub fn config(&self) -> &ReplicationConfig {
+        &self.config
+    }
+
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
     /// The highest seq handed out.
     pub fn last_seq(&self) -> Seq {
         self.admission.lock().last_seq
@@ -141,23 +211,125 @@ impl Replicator {
         self.resolved.lock().through()
     }
 
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     pub fn status(&self) -> PoolStatus {
-        self.pool.status(self.last_seq(), self.committed_seq())
+        self.pool
+            .status(self.epoch(), self.last_seq(), self.committed_seq())
+    }
+
+    /// Whether some backup could take over from the primary now.
+    pub fn has_successor(&self) -> bool {
+        self.pool
+            .backups()
+            .iter()
+            .any(|b| b.state() == BackendState::InSync)
+    }
+
+    /// Moves `backend` to `to` (only from `from`, when given); announces and persists the
+    /// change. Returns whether the state changed.
+    pub fn change_state(
+        &self,
+        backend: &Backend,
+        from: Option<BackendState>,
+        to: BackendState,
+        detail: &str,
+    ) -> bool {
+        let moved = match from {
+            Some(from) => backend.transition(from, to),
+            None => backend.set_state(to) != to,
+        };
+        if moved {
+            let event = match to {
+                BackendState::InSync => "backend-in-sync",
+                BackendState::Lagging => "backend-ejected",
+                BackendState::Diverged => "backend-diverged",
+                BackendState::Joining => "backend-joining",
+                BackendState::Suspect => "backend-suspect",
+                BackendState::Down => "backend-down",
+            };
+            self.topology_changed(event, Some(&backend.name), detail);
+        }
+        moved
+    }
+
+    /// Bumps the epoch, publishes the event and persists the topology.
+    pub(crate) fn topology_changed(
+        &self,
+        event: &'static str,
+        backend: Option<&str>,
+        detail: &str,
+    ) {
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        let primary = self.pool.primary().name.clone();
+        info!(event, backend = backend.unwrap_or("-"), %primary, epoch, detail, "topology changed");
+        self.events.publish(TopologyEvent {
+            event,
+            backend: backend.map(str::to_owned),
+            primary,
+            epoch,
+            detail: detail.to_owned(),
+            time: humantime::format_rfc3339_millis(self.clock.now()).to_string(),
+        });
+        self.persist_topology();
+    }
+
+    /// The topology as persisted.
+    pub fn topology(&self) -> Topology {
+        let status = self.status();
+        Topology {
+            epoch: status.epoch,
+            primary: status.primary,
+            backends: self
+                .pool
+                .all()
+                .iter()
+                .map(|b| BackendRecord {
+                    name: b.name.clone(),
+                    url: b.url.to_string(),
+                    implementation: b.implementation.clone(),
+                    state: b.state().as_str().to_owned(),
+                    acked_seq: b.acked_seq(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Saves the current topology in the background; saves are serialized and each one writes
+    /// the state at its own time, so the last one written is the newest.
+    fn persist_topology(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let me = self.self_arc();
+        runtime.spawn(async move {
+            let _one_at_a_time = me.persist.lock().await;
+            let topology = me.topology();
+            if let Err(e) = me.journal.save_topology(&topology).await {
+                warn!(error = %e, "could not persist the topology");
+            }
+        });
+    }
+
+    fn self_arc(&self) -> Arc<Replicator> {
+        self.me.upgrade().expect("a replicator in use is alive")
     }
 
     /// Returns a backend that was `down` to service. Under the admission lock, so that no request
     /// is sequenced meanwhile: it becomes `in-sync` only if it has processed every request handed
     /// out so far, and `lagging` otherwise (it needs a catch-up).
     pub fn readmit(&self, backend: &Backend) -> BackendState {
-        let admission = self.admission.lock();
-        let next = if backend.acked_seq() >= admission.last_seq {
-            BackendState::InSync
-        } else {
-            BackendState::Lagging
+        let next = {
+            let admission = self.admission.lock();
+            if backend.acked_seq() >= admission.last_seq {
+                BackendState::InSync
+            } else {
+                BackendState::Lagging
+            }
         };
-        if backend.transition(BackendState::Down, next) {
-            info!(backend = %backend.name, state = %next, acked_seq = backend.acked_seq(), "backend is reachable again");
-        }
+        self.change_state(backend, Some(BackendState::Down), next, "reachable again");
         backend.state()
     }
 
@@ -178,76 +350,57 @@ impl Replicator {
     ) -> Result<Committed, ReplicationError> {
         // Released when this function returns: once the request committed or failed.
         let _hold = sub.hold.take();
-        let primary = self.pool.primary();
-        // Participation is decided here, once: the primary and the backups in-sync right now.
-        let (seq, time, mut tickets, backups) = {
-            let mut admission = self.admission.lock();
-            let backups: Vec<Arc<Backend>> = self
-                .pool
-                .backups()
-                .into_iter()
-                .filter(|b| b.state() == BackendState::InSync)
-                .collect();
-            let names: Vec<&str> = std::iter::once(primary.name.as_str())
-                .chain(backups.iter().map(|b| b.name.as_str()))
-                .collect();
-            let tickets = admission.lanes.admit(&sub.lane, &names);
-            admission.last_seq += 1;
-            (admission.last_seq, self.clock.now(), tickets, backups)
-        };
-        let lane_release = Arc::new(LaneRelease {
-            replicator: self.clone(),
-            lane: sub.lane.clone(),
-        });
-        let primary_ticket = tickets.remove(0);
+        let admitted = self.admit(&sub.lane).await;
+        let Admitted {
+            seq,
+            time,
+            primary,
+            primary_ticket,
+            backups,
+            release,
+        } = admitted;
 
         // Write-ahead: no backend sees the request before the journal has it.
         let entry = Entry::new(seq, sub.lane.clone(), time, sub.request.clone())
             .with_idempotency(sub.idempotency.clone());
         if let Err(e) = self.journal.append(entry).await {
             warn!(seq, error = %e, "journal append failed; request rejected");
-            for b in std::iter::once(&primary).chain(&backups) {
+            primary.mark_acked(seq);
+            for (b, _) in &backups {
                 b.mark_acked(seq);
             }
             self.resolve(seq);
             return Err(e.into());
         }
 
-        let extra = Arc::new(vec![
-            Header::new("Lockstep-Sequence", seq.to_string()),
-            Header::new(
-                "Lockstep-Time",
-                humantime::format_rfc3339_millis(time).to_string(),
-            ),
-        ]);
-        let sub = Arc::new(sub);
+        let extra = Arc::new(context_headers(seq, time));
+        let request = Arc::new(sub.request);
+        let processed: Processed = Arc::default();
         let (primary_tx, primary_rx) = watch::channel::<PrimaryOutcome>(None);
         let (vote_tx, mut vote_rx) = mpsc::unbounded_channel();
-        let participants = backups.len();
-        for (backup, ticket) in backups.into_iter().zip(tickets) {
+        let participants: Vec<Arc<Backend>> = backups.iter().map(|(b, _)| b.clone()).collect();
+        for (backup, ticket) in backups {
             let task = BackupTask {
                 replicator: self.clone(),
                 backup,
                 ticket,
                 seq,
-                sub: sub.clone(),
+                request: request.clone(),
+                compare: sub.compare.clone(),
                 extra: extra.clone(),
                 primary: primary_rx.clone(),
+                processed: processed.clone(),
                 votes: vote_tx.clone(),
-                _lane: lane_release.clone(),
+                _release: release.clone(),
             };
             tokio::spawn(task.run());
         }
         drop(vote_tx);
-        drop(lane_release);
+        drop(release);
 
-        primary_ticket.wait_turn().await;
         let outcome = self
-            .transport
-            .send(&primary, &sub.request, &extra, self.config.primary_timeout)
+            .send_to_primary(&primary, primary_ticket, &request, &extra)
             .await;
-        drop(primary_ticket);
-
         let response = match outcome {
             Ok(response) => {
                 primary.mark_acked(seq);
@@ -256,13 +409,31 @@ impl Replicator {
             }
             Err(error) => {
                 primary_tx.send_replace(Some(Err(error.clone())));
-                return Err(self.primary_failed(&primary, seq, error).await);
+                if self.has_successor() {
+                    let (reply, answer) = oneshot::channel();
+                    self.parked.lock().push(Parked {
+                        seq,
+                        request,
+                        compare: sub.compare,
+                        extra,
+                        processed,
+                        reason: error.clone(),
+                        reply,
+                    });
+                    self.declare_primary_lost(&primary, &error.to_string());
+                    return answer.await.unwrap_or(Err(ReplicationError::TaskFailed));
+                }
+                // Let every backup task finish, so `processed` is complete.
+                while vote_rx.recv().await.is_some() {}
+                return Err(self
+                    .abort(&primary, &participants, &processed, seq, error)
+                    .await);
             }
         };
         self.journal.record_response(seq, response.clone()).await?;
 
         let (mut acked, mut out) = (0usize, 0usize);
-        while acked < self.required_acks(participants - out) {
+        while acked < self.required_acks(participants.len() - out) {
             match vote_rx.recv().await {
                 Some(Vote::Acked) => acked += 1,
                 Some(Vote::Skipped | Vote::Failed | Vote::Diverged) => out += 1,
@@ -278,6 +449,98 @@ impl Replicator {
         })
     }
 
+    /// Sends to the primary in lane order; gives up at once if the primary is declared lost
+    /// meanwhile (the outcome is then unknown).
+    async fn send_to_primary(
+        &self,
+        primary: &Backend,
+        ticket: Ticket,
+        request: &RequestRecord,
+        extra: &[Header],
+    ) -> Result<ResponseRecord, TransportError> {
+        let mut lost = self.primary_lost.subscribe();
+        let generation = *lost.borrow_and_update();
+        let lost_since = async move {
+            let _ = lost.wait_for(|g| *g != generation).await;
+        };
+        tokio::pin!(lost_since);
+        let waited = tokio::select! {
+            _ = ticket.wait_turn() => true,
+            _ = &mut lost_since => false,
+        };
+        if !waited {
+            return Err(TransportError::Connect(
+                "the primary was declared lost before this request reached it".into(),
+            ));
+        }
+        let outcome = tokio::select! {
+            r = self.transport.send(primary, request, extra, self.config.primary_timeout) => r,
+            _ = &mut lost_since => Err(TransportError::Exchange("the primary was declared lost".into())),
+        };
+        drop(ticket);
+        outcome
+    }
+
+    /// Hands out a seq and lane positions; waits while admission is fenced.
+    async fn admit(self: &Arc<Self>, lane: &str) -> Admitted {
+        loop {
+            let mut changed = self.admission_changed.subscribe();
+            {
+                let mut admission = self.admission.lock();
+                if !admission.fenced {
+                    let primary = self.pool.primary();
+                    let backups: Vec<Arc<Backend>> = self
+                        .pool
+                        .backups()
+                        .into_iter()
+                        .filter(|b| b.state() == BackendState::InSync)
+                        .collect();
+                    let names: Vec<&str> = std::iter::once(primary.name.as_str())
+                        .chain(backups.iter().map(|b| b.name.as_str()))
+                        .collect();
+                    let mut tickets = admission.lanes.admit(lane, &names);
+                    admission.last_seq += 1;
+                    admission.live += 1;
+                    let primary_ticket = tickets.remove(0);
+                    return Admitted {
+                        seq: admission.last_seq,
+                        time: self.clock.now(),
+                        primary,
+                        primary_ticket,
+                        backups: backups.into_iter().zip(tickets).collect(),
+                        release: Arc::new(LaneRelease {
+                            replicator: self.clone(),
+                            lane: lane.to_owned(),
+                        }),
+                    };
+                }
+            }
+            let _ = changed.changed().await;
+        }
+    }
+
+    /// Stops admitting logical requests; they wait until [`Replicator::unfence`].
+    pub fn fence(&self) {
+        self.admission.lock().fenced = true;
+    }
+
+    /// Resumes admission.
+    pub fn unfence(&self) {
+        self.admission.lock().fenced = false;
+        self.admission_changed.send_modify(|v| *v += 1);
+    }
+
+    /// Waits until no admitted request is still running anywhere (parked ones do not count).
+    pub async fn drain(&self) {
+        loop {
+            let mut changed = self.admission_changed.subscribe();
+            if self.admission.lock().live == 0 {
+                return;
+            }
+            let _ = changed.changed().await;
+        }
+    }
+
     /// How many backup acks commit a request, out of `alive` backups still taking part.
     fn required_acks(&self, alive: usize) -> usize {
         match self.config.ack {
@@ -288,21 +551,49 @@ impl Replicator {
         }
     }
 
-    async fn primary_failed(
+    /// The primary failed under `seq` and nobody can take over: the request never commits.
+    async fn abort(
         &self,
         primary: &Backend,
+        participants: &[Arc<Backend>],
+        processed: &Processed,
         seq: Seq,
         error: TransportError,
     ) -> ReplicationError {
         let reason = error.to_string();
+        let processed = processed.lock().clone();
+        for b in participants {
+            if processed.contains_key(&b.name) {
+                // Parallel dispatch: it applied a request that will never commit.
+                let detail = format!(
+                    "processed request {seq}, which the primary failed and which never commits"
+                );
+                self.change_state(
+                    b,
+                    Some(BackendState::InSync),
+                    BackendState::Suspect,
+                    &detail,
+                );
+            } else {
+                // It never saw the request: nothing to do for it.
+                b.mark_acked(seq);
+            }
+        }
         if error.not_delivered() {
             primary.mark_acked(seq);
-            if primary.transition(BackendState::InSync, BackendState::Down) {
-                warn!(backend = %primary.name, seq, %reason, "primary unreachable");
-            }
-        } else if primary.state() != BackendState::Suspect {
-            primary.set_state(BackendState::Suspect);
-            warn!(backend = %primary.name, seq, %reason, "primary did not answer; its outcome is unknown, marked suspect");
+            self.change_state(
+                primary,
+                Some(BackendState::InSync),
+                BackendState::Down,
+                &reason,
+            );
+        } else {
+            self.change_state(
+                primary,
+                None,
+                BackendState::Suspect,
+                &format!("request {seq} has an unknown outcome: {reason}"),
+            );
         }
         if let Err(e) = self.journal.abort(seq, reason.clone()).await {
             warn!(seq, error = %e, "journal could not record the abort");
@@ -326,9 +617,59 @@ impl Replicator {
     fn resolve(&self, seq: Seq) {
         self.resolved.lock().mark(seq);
     }
+
+    /// Compares a backup's answer with the primary's; ejects it (or only logs) on a difference.
+    /// Returns whether it counts as an ack.
+    async fn judge(
+        &self,
+        backup: &Backend,
+        seq: Seq,
+        compare: &CompareRule,
+        primary: &ResponseRecord,
+        response: &ResponseRecord,
+    ) -> bool {
+        if let Some(difference) = compare_responses(compare, primary, response) {
+            let eject = self.config.on_divergence == OnDivergence::Eject;
+            warn!(backend = %backup.name, seq, %difference, ejected = eject, "backup diverged from the primary");
+            if eject {
+                self.change_state(
+                    backup,
+                    Some(BackendState::InSync),
+                    BackendState::Diverged,
+                    &format!("request {seq}: {difference}"),
+                );
+                return false;
+            }
+        }
+        backup.mark_acked(seq);
+        if let Err(e) = self.journal.record_ack(seq, &backup.name).await {
+            warn!(seq, error = %e, "journal could not record an ack");
+        }
+        true
+    }
 }
 
-/// Releases the lane when the last task of a request is done with it.
+/// The per-request headers every backend receives, identical on each.
+fn context_headers(seq: Seq, time: SystemTime) -> Vec<Header> {
+    vec![
+        Header::new("Lockstep-Sequence", seq.to_string()),
+        Header::new(
+            "Lockstep-Time",
+            humantime::format_rfc3339_millis(time).to_string(),
+        ),
+    ]
+}
+
+struct Admitted {
+    seq: Seq,
+    time: SystemTime,
+    primary: Arc<Backend>,
+    primary_ticket: Ticket,
+    backups: Vec<(Arc<Backend>, Ticket)>,
+    release: Arc<LaneRelease>,
+}
+
+/// Marks a request finished (lane released, no longer live) when its last task is done.
 #[derive(Debug)]
 struct LaneRelease {
     replicator: Arc<Replicator>,
@@ -337,7 +678,15 @@ struct LaneRelease {
 
 impl Drop for LaneRelease {
     fn drop(&mut self) {
-        self.replicator.admission.lock().lanes.release(&self.lane);
+        let idle = {
+            let mut admission = self.replicator.admission.lock();
+            admission.lanes.release(&self.lane);
+            admission.live -= 1;
+            admission.live == 0
+        };
+        if idle {
+            self.replicator.admission_changed.send_modify(|v| *v += 1);
+        }
     }
 }
 
@@ -348,12 +697,14 @@ struct BackupTask {
     backup: Arc<Backend>,
     ticket: Ticket,
     seq: Seq,
-    sub: Arc<Submission>,
+    request: Arc<RequestRecord>,
+    compare: CompareRule,
     extra: Arc<Vec<Header>>,
     primary: watch::Receiver<PrimaryOutcome>,
+    processed: Processed,
     votes: mpsc::UnboundedSender<Vote>,
-    // Dropped last: the lane is released after the ticket let the next request go.
-    _lane: Arc<LaneRelease>,
+    // Dropped last: the request counts as finished after the ticket let the next one go.
+    _release: Arc<LaneRelease>,
 }
 
 impl BackupTask {
@@ -364,7 +715,7 @@ impl BackupTask {
         let BackupTask {
             ticket,
             votes,
-            _lane,
+            _release,
             ..
         } = self;
         drop(ticket);
@@ -384,15 +735,14 @@ impl BackupTask {
             return Vote::Skipped;
         }
         if let Some(Err(_)) = &primary {
-            // The request is aborted; this backup correctly never saw it.
-            self.backup.mark_acked(self.seq);
+            // The request is parked for the next primary, or aborted; either way not sent here.
             return Vote::Skipped;
         }
         let sent = r
             .transport
             .send(
                 &self.backup,
-                &self.sub.request,
+                &self.request,
                 &self.extra,
                 r.config.backup_timeout,
             )
@@ -400,12 +750,12 @@ impl BackupTask {
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
-                if self
-                    .backup
-                    .transition(BackendState::InSync, BackendState::Lagging)
-                {
-                    warn!(backend = %self.backup.name, seq = self.seq, %error, "backup failed; ejected as lagging");
-                }
+                r.change_state(
+                    &self.backup,
+                    Some(BackendState::InSync),
+                    BackendState::Lagging,
+                    &format!("request {}: {error}", self.seq),
+                );
                 return Vote::Failed;
             }
         };
@@ -413,33 +763,21 @@ impl BackupTask {
             Some(p) => p,
             None => self.primary_outcome().await,
         };
-        let primary = match primary {
-            Ok(p) => p,
-            Err(_) => {
-                // Parallel dispatch: this backup processed a request the primary did not.
-                if self
-                    .backup
-                    .transition(BackendState::InSync, BackendState::Suspect)
-                {
-                    warn!(backend = %self.backup.name, seq = self.seq, "backup processed a request the primary failed; marked suspect");
-                }
-                return Vote::Failed;
-            }
+        let Ok(primary) = primary else {
+            // Parallel dispatch: this backup processed a request the primary did not answer.
+            // The failover procedure (or the abort) decides what it means.
+            self.processed
+                .lock()
+                .insert(self.backup.name.clone(), response);
+            return Vote::Skipped;
         };
-        if let Some(difference) = compare_responses(&self.sub.compare, &primary, &response) {
-            let eject = r.config.on_divergence == OnDivergence::Eject;
-            warn!(backend = %self.backup.name, seq = self.seq, %difference, ejected = eject, "backup diverged from the primary");
-            if eject {
-                self.backup
-                    .transition(BackendState::InSync, BackendState::Diverged);
-                return Vote::Diverged;
-            }
+        if r.judge(&self.backup, self.seq, &self.compare, &primary, &response)
+            .await
+        {
+            Vote::Acked
+        } else {
+            Vote::Diverged
         }
-        self.backup.mark_acked(self.seq);
-        if let Err(e) = r.journal.record_ack(self.seq, &self.backup.name).await {
-            warn!(seq = self.seq, error = %e, "journal could not record an ack");
-        }
-        Vote::Acked
     }
 
     async fn primary_outcome(&mut self) -> Result<ResponseRecord, TransportError> {

@@ -455,8 +455,9 @@ async fn oversized_bodies_get_413_and_reach_no_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_unreachable_primary_gets_503_with_retry_after_and_status_shows_it() {
-    // A port with nothing behind it.
+async fn an_unreachable_primary_without_successor_gets_503_with_retry_after() {
+    // A port with nothing behind it, and a backup out of the in-sync set (it answered wrongly
+    // earlier), so nobody can take over.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -467,6 +468,8 @@ async fn an_unreachable_primary_gets_503_with_retry_after_and_status_shows_it() 
         "[health]\ninterval = \"50ms\"\n{}",
         backends_toml(&list)
     ));
+    let backup_state = gw.app().replicator().pool().get("b").unwrap();
+    backup_state.set_state(lockstep_backends::BackendState::Diverged);
     let c = client();
 
     for (method, path) in [("POST", "/k/1"), ("GET", "/k/1")] {
@@ -499,7 +502,7 @@ async fn an_unreachable_primary_gets_503_with_retry_after_and_status_shows_it() 
         }
     })
     .await;
-    assert_eq!(backend_state(&st, "b"), "in-sync");
+    assert_eq!(st["primary"], "a", "no failover without an in-sync backup");
     gw.stop().await;
 }
 

@@ -316,8 +316,11 @@ async fn log_only_divergence_keeps_the_backup() {
 }
 
 #[tokio::test]
-async fn an_unreachable_primary_aborts_without_touching_backups() {
+async fn an_unreachable_primary_without_successor_aborts_without_touching_backups() {
     let (r, fakes, journal) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    for name in ["b", "c"] {
+        r.pool().get(name).unwrap().set_state(BackendState::Lagging);
+    }
     fakes.set(
         "a",
         Behaviour {
@@ -331,15 +334,170 @@ async fn an_unreachable_primary_aborts_without_touching_backups() {
         "{err}"
     );
     assert!(fakes.processed("b").is_empty());
+    assert_eq!(r.pool().primary().name, "a", "nobody could take over");
     assert_eq!(r.pool().get("a").unwrap().state(), BackendState::Down);
     assert!(matches!(
         journal.read_from(1, 1).await.unwrap()[0].state,
         EntryState::Aborted(_)
     ));
-    // Backups stay in-sync: they correctly never saw the aborted request.
-    assert_eq!(r.pool().get("b").unwrap().state(), BackendState::InSync);
-    assert_eq!(r.pool().get("b").unwrap().acked_seq(), 1);
     assert_eq!(r.committed_seq(), 1);
+}
+
+#[tokio::test]
+async fn a_refusing_primary_fails_over_and_the_request_commits_on_the_successor() {
+    let (r, fakes, journal) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    let mut events = r.events().subscribe();
+    r.submit(post("", "/k/1")).await.unwrap();
+    fakes.set(
+        "a",
+        Behaviour {
+            refuse: true,
+            ..Default::default()
+        },
+    );
+    let committed = r.submit(post("", "/k/2")).await.unwrap();
+    assert_eq!((committed.seq, committed.primary.as_str()), (2, "b"));
+    assert_eq!(&committed.response.body[..], br#"{"k":2}"#);
+    assert_eq!(r.pool().primary().name, "b");
+    assert_eq!(
+        r.pool().get("a").unwrap().state(),
+        BackendState::Suspect,
+        "a failed primary never rejoins by itself"
+    );
+    assert_eq!(r.pool().get("c").unwrap().state(), BackendState::InSync);
+    assert_eq!(fakes.processed("b"), fakes.processed("c"));
+    assert!(matches!(
+        journal.get(2).await.unwrap().unwrap().state,
+        EntryState::Committed(_)
+    ));
+    let mut kinds = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        kinds.push(e.event);
+    }
+    assert!(kinds.contains(&"primary-changed"), "{kinds:?}");
+    assert!(r.epoch() > 0);
+    // Later requests go to the new primary.
+    assert_eq!(r.submit(post("", "/k/3")).await.unwrap().primary, "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_primary_mid_stream_loses_nothing() {
+    for dispatch in [DispatchMode::Sequential, DispatchMode::Parallel] {
+        let (r, fakes, _) = setup(config(AckPolicy::All, dispatch));
+        let mut handles = Vec::new();
+        for i in 0..60 {
+            let r = r.clone();
+            let lane = if i % 2 == 0 { "even" } else { "odd" };
+            handles.push(tokio::spawn(async move {
+                r.submit(post(lane, &format!("/{lane}/{i}"))).await
+            }));
+        }
+        fakes.wait_until(|f| f.processed("a").len() >= 10).await;
+        fakes.set(
+            "a",
+            Behaviour {
+                refuse: true,
+                ..Default::default()
+            },
+        );
+        for h in handles {
+            h.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{dispatch:?}: a request failed: {e}"));
+        }
+        let b = fakes.processed("b");
+        let c = fakes.processed("c");
+        assert_eq!(
+            b.len(),
+            60,
+            "{dispatch:?}: every request applied exactly once on the new primary"
+        );
+        assert_eq!(fakes.state("b"), fakes.state("c"), "{dispatch:?}");
+        for lane in ["/even/", "/odd/"] {
+            let order = |v: &[(String, u64)]| {
+                v.iter()
+                    .filter(|(u, _)| u.starts_with(lane))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                order(&b),
+                order(&c),
+                "{dispatch:?}: same lane order on both survivors"
+            );
+        }
+        assert_eq!(r.committed_seq(), 60);
+        assert_eq!(r.pool().primary().name, "b", "{dispatch:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controlled_switchover_moves_the_primary_under_load() {
+    let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    // A slow backup keeps requests queued while the switchover happens.
+    fakes.set(
+        "b",
+        Behaviour {
+            slow: Some(("/".into(), Duration::from_millis(10))),
+            ..Default::default()
+        },
+    );
+    // Four clients, each sending its next request when the previous one was answered.
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let r = r.clone();
+        handles.push(tokio::spawn(async move {
+            let mut primaries = Vec::new();
+            for i in 0..10 {
+                primaries.push(
+                    r.submit(post("", &format!("/k/{w}-{i}")))
+                        .await
+                        .unwrap()
+                        .primary,
+                );
+            }
+            primaries
+        }));
+    }
+    fakes.wait_until(|f| f.processed("b").len() >= 5).await;
+    let pause = r.promote("c").await.unwrap();
+    assert!(pause < Duration::from_secs(5));
+    let mut primaries = Vec::new();
+    for h in handles {
+        primaries.extend(h.await.unwrap());
+    }
+    assert!(
+        primaries.contains(&"a".to_string()) && primaries.contains(&"c".to_string()),
+        "{primaries:?}"
+    );
+    assert_eq!(r.pool().primary().name, "c");
+    assert_eq!(
+        r.pool().get("a").unwrap().state(),
+        BackendState::InSync,
+        "the old primary stays as a backup"
+    );
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            fakes.processed(name).len(),
+            40,
+            "{name} processed every request once"
+        );
+    }
+    assert_eq!(fakes.state("a"), fakes.state("b"));
+    assert_eq!(fakes.state("c"), fakes.state("b"));
+    assert!(matches!(
+        r.promote("c").await,
+        Err(SwitchoverError::AlreadyPrimary(_))
+    ));
+    r.pool().get("b").unwrap().set_state(BackendState::Lagging);
+    assert!(matches!(
+        r.promote("b").await,
+        Err(SwitchoverError::NotInSync { .. })
+    ));
+    assert!(matches!(
+        r.promote("zz").await,
+        Err(SwitchoverError::UnknownBackend(_))
+    ));
 }
 
 #[tokio::test]

@@ -1,0 +1,222 @@
+//! Topology changes that move the primary role: automatic failover and controlled switchover.
+//!
+//! Both follow the same shape: take the topology-change lock, fence admission (new requests
+//! wait), drain what is in flight, change roles, resume. Failover also finishes the requests
+//! that were parked when the old primary failed under them, in seq order, on the new primary.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// Why a controlled switchover was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchoverError {
+    #[error("there is no backend named {0}")]
+    UnknownBackend(String),
+    #[error("{0} is already the primary")]
+    AlreadyPrimary(String),
+    #[error("{name} is {state}; only an in-sync backup can be promoted")]
+    NotInSync { name: String, state: BackendState },
+}
+
+impl Replicator {
+    /// The primary failed (under a live request, or its health checks): requests waiting on it
+    /// give up at once and a failover runs in the background. Many reports of one loss lead to
+    /// one failover.
+    pub fn declare_primary_lost(&self, primary: &Backend, reason: &str) {
+        self.primary_lost.send_modify(|g| *g += 1);
+        let me = self.self_arc();
+        let (lost, reason) = (primary.name.clone(), reason.to_owned());
+        tokio::spawn(async move { me.fail_over(&lost, &reason).await });
+    }
+
+    /// Replaces the primary `lost` (if it still is the primary) by the in-sync backup with the
+    /// highest acknowledged seq (ties: config order), then finishes every parked request on it.
+    pub async fn fail_over(self: &Arc<Self>, lost: &str, reason: &str) {
+        let _one_change = self.topology_change.lock().await;
+        let started = Instant::now();
+        self.fence();
+        self.drain().await;
+        let mut lost = lost.to_owned();
+        let mut reason = reason.to_owned();
+        loop {
+            let current = self.pool.primary();
+            let mut parked = std::mem::take(&mut *self.parked.lock());
+            parked.sort_by_key(|p| p.seq);
+            if current.name != lost && parked.is_empty() {
+                break;
+            }
+            if current.name == lost {
+                let Some(successor) = self.choose_successor() else {
+                    self.topology_changed(
+                        "failover-failed",
+                        Some(&lost),
+                        "no in-sync backup can take over",
+                    );
+                    for p in parked {
+                        let (seq, error) = (p.seq, p.reason.clone());
+                        let _ = p.reply.send(Err(self
+                            .abort(&current, &[], &p.processed, seq, error)
+                            .await));
+                    }
+                    break;
+                };
+                self.topology_changed("failover-started", Some(&lost), &reason);
+                self.change_state(
+                    &current,
+                    None,
+                    BackendState::Suspect,
+                    &format!("failed as primary: {reason}"),
+                );
+                self.pool.set_primary(successor.clone());
+                self.topology_changed(
+                    "primary-changed",
+                    Some(&successor.name),
+                    &format!("{lost} failed ({reason}); {} promoted", successor.name),
+                );
+            }
+            let primary = self.pool.primary();
+            match self.finish_parked(&primary, parked).await {
+                Ok(()) => break,
+                Err((rest, why)) => {
+                    // The new primary failed too: its share goes back, and it is replaced.
+                    self.parked.lock().extend(rest);
+                    lost = primary.name.clone();
+                    reason = why;
+                }
+            }
+        }
+        self.unfence();
+        info!(pause_ms = started.elapsed().as_millis() as u64, primary = %self.pool.primary().name, "failover finished");
+    }
+
+    /// The in-sync backup with the highest acknowledged seq; config order breaks ties.
+    fn choose_successor(&self) -> Option<Arc<Backend>> {
+        let mut best: Option<Arc<Backend>> = None;
+        for b in self.pool.backups() {
+            if b.state() != BackendState::InSync {
+                continue;
+            }
+            if best
+                .as_ref()
+                .is_none_or(|cur| b.acked_seq() > cur.acked_seq())
+            {
+                best = Some(b);
+            }
+        }
+        best
+    }
+
+    /// Runs parked requests, in seq order, on `primary` and the in-sync backups; answers their
+    /// clients. If `primary` fails, returns the requests not yet finished and why.
+    async fn finish_parked(
+        &self,
+        primary: &Arc<Backend>,
+        parked: Vec<Parked>,
+    ) -> Result<(), (Vec<Parked>, String)> {
+        let mut queue = parked.into_iter();
+        while let Some(p) = queue.next() {
+            let earlier = p.processed.lock().remove(&primary.name);
+            let response = match earlier {
+                Some(r) => r,
+                None => match self
+                    .transport
+                    .send(primary, &p.request, &p.extra, self.config.primary_timeout)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let mut rest = vec![p];
+                        rest.extend(queue);
+                        return Err((rest, e.to_string()));
+                    }
+                },
+            };
+            primary.mark_acked(p.seq);
+            if let Err(e) = self.journal.record_response(p.seq, response.clone()).await {
+                warn!(seq = p.seq, error = %e, "journal could not record a response");
+            }
+            for backup in self.pool.backups() {
+                if backup.state() != BackendState::InSync {
+                    continue;
+                }
+                let earlier = p.processed.lock().remove(&backup.name);
+                let answer = match earlier {
+                    Some(r) => Ok(r),
+                    None => {
+                        self.transport
+                            .send(&backup, &p.request, &p.extra, self.config.backup_timeout)
+                            .await
+                    }
+                };
+                match answer {
+                    Ok(answer) => {
+                        self.judge(&backup, p.seq, &p.compare, &response, &answer)
+                            .await;
+                    }
+                    Err(error) => {
+                        self.change_state(
+                            &backup,
+                            Some(BackendState::InSync),
+                            BackendState::Lagging,
+                            &format!("request {}: {error}", p.seq),
+                        );
+                    }
+                }
+            }
+            let outcome = match self.journal.commit(p.seq, response.clone()).await {
+                Ok(()) => Ok(Committed {
+                    seq: p.seq,
+                    response,
+                    primary: primary.name.clone(),
+                }),
+                Err(e) => Err(ReplicationError::Journal(e)),
+            };
+            self.resolve(p.seq);
+            let _ = p.reply.send(outcome);
+        }
+        Ok(())
+    }
+
+    /// Controlled switchover: fence, drain, make `name` the primary, resume. The old primary
+    /// stays as an in-sync backup (it processed everything). Returns the pause.
+    pub async fn promote(self: &Arc<Self>, name: &str) -> Result<Duration, SwitchoverError> {
+        let _one_change = self.topology_change.lock().await;
+        let target = self
+            .pool
+            .get(name)
+            .ok_or_else(|| SwitchoverError::UnknownBackend(name.to_owned()))?;
+        let old = self.pool.primary();
+        if Arc::ptr_eq(&target, &old) {
+            return Err(SwitchoverError::AlreadyPrimary(name.to_owned()));
+        }
+        if target.state() != BackendState::InSync {
+            return Err(SwitchoverError::NotInSync {
+                name: name.to_owned(),
+                state: target.state(),
+            });
+        }
+        let started = Instant::now();
+        self.fence();
+        self.drain().await;
+        // Drained: every admitted request finished on every in-sync backend, so the target has
+        // acknowledged everything the old primary processed.
+        if target.state() != BackendState::InSync {
+            self.unfence();
+            return Err(SwitchoverError::NotInSync {
+                name: name.to_owned(),
+                state: target.state(),
+            });
+        }
+        self.pool.set_primary(target.clone());
+        self.topology_changed(
+            "primary-changed",
+            Some(&target.name),
+            &format!("controlled switchover from {}", old.name),
+        );
+        self.unfence();
+        let pause = started.elapsed();
+        info!(primary = %target.name, pause_ms = pause.as_millis() as u64, "switchover finished");
+        Ok(pause)
+    }
+}
