@@ -6,21 +6,27 @@
 //! a plain type testable without sockets.
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+mod catchup;
 mod clock;
 mod compare;
 mod events;
 mod health;
+mod hooks;
 mod lane;
 mod pool;
+mod probes;
 mod replicator;
 mod transport;
 mod watermark;
 
+pub use catchup::{CatchupOptions, JoinError, JoinProgress, JoinReport};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compare::{Difference, compare_responses};
 pub use events::{EventBus, TopologyEvent};
 pub use health::{HealthChecker, HealthTracker};
+pub use hooks::run_hook;
 pub use pool::{Backend, BackendState, BackendStatus, Pool, PoolStatus};
+pub use probes::{ProbeDifference, compare_views};
 pub use replicator::{Committed, ReplicationError, Replicator, Submission, SwitchoverError};
 pub use transport::{Transport, TransportError};
 pub use watermark::Watermark;

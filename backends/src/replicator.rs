@@ -137,7 +137,7 @@ pub struct Replicator {
     /// Bumped when the primary is declared lost: requests waiting on it give up at once.
     primary_lost: watch::Sender<u64>,
     /// One topology change at a time (failover, switchover, join).
-    topology_change: tokio::sync::Mutex<()>,
+    pub(crate) topology_change: tokio::sync::Mutex<()>,
     epoch: AtomicU64,
     persist: tokio::sync::Mutex<()>,
     /// Itself, for background work started from `&self`.
@@ -650,7 +650,7 @@ impl Replicator {
 }
 
 /// The per-request headers every backend receives, identical on each.
-fn context_headers(seq: Seq, time: SystemTime) -> Vec<Header> {
+pub(crate) fn context_headers(seq: Seq, time: SystemTime) -> Vec<Header> {
     vec![
         Header::new("Lockstep-Sequence", seq.to_string()),
         Header::new(

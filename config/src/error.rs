@@ -138,10 +138,83 @@ pub enum ConfigError {
 
     /// The admin listener is reachable from other hosts but no token protects it.
     #[error(
-        "admin.listen = \"{listen}\" is not a loopback address, so admin.token_file is required; \
-         set admin.token_file to a file holding the token, or listen on 127.0.0.1"
+        "admin.listen = \"{listen}\" is not a loopback address, so admin.token_file (or \
+         admin.token_env) is required; set admin.token_file to a file holding the token, or \
+         admin.token_env to the name of an environment variable holding it, or listen on \
+         127.0.0.1"
     )]
     AdminTokenRequired { listen: SocketAddr },
+
+    /// Both `admin.token_file` and `admin.token_env` are set, so which token counts is unclear.
+    #[error(
+        "admin.token_env = {env:?} and admin.token_file = {file:?} are both set; the admin token \
+         comes from one place, so remove one of them"
+    )]
+    ConflictingAdminTokens { env: String, file: String },
+
+    /// Not a usable environment variable name.
+    #[error(
+        "{key} = {value:?} is not an environment variable name; use letters, digits and '_', \
+         not starting with a digit, like \"LOCKSTEP_ADMIN_TOKEN\""
+    )]
+    InvalidEnvVarName { key: String, value: String },
+
+    /// A hook table with neither `command` nor `request`.
+    #[error(
+        "{key} sets neither command nor request; write {key} = {{ command = \"...\" }} to run a \
+         shell command, or {key} = {{ request = \"POST /admin/reset\" }} to send a request to \
+         the backend"
+    )]
+    HookWithoutAction { key: String },
+
+    /// A hook table with both `command` and `request`.
+    #[error(
+        "{key} sets both command and request; a hook does one thing, so keep exactly one of them"
+    )]
+    HookWithTwoActions { key: String },
+
+    /// A hook's `request` that is not `"METHOD /path"`.
+    #[error(
+        "{key} = {value:?} is not a valid hook request: {reason}; write it like \
+         \"POST /admin/reset\""
+    )]
+    InvalidHookRequest {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    /// One `[checkpoint]` hook is set without the other: a checkpoint that can be exported but
+    /// not imported (or the reverse) is useless.
+    #[error(
+        "{present} is set but {key} is not; set both to copy checkpoints between backends, or \
+         neither to catch up by replaying the whole journal"
+    )]
+    MissingCheckpointHook {
+        /// The hook that is missing (`checkpoint.import`).
+        key: String,
+        /// The hook that is set (`checkpoint.export`).
+        present: String,
+    },
+
+    /// A webhook URL that does not parse or is not `http://host[:port]/path`.
+    #[error(
+        "{key} = {value:?} is not a usable webhook URL: {reason}; write it like \
+         \"http://127.0.0.1:9100/lockstep-events\""
+    )]
+    InvalidWebhookUrl {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    /// An empty string where a value is needed (a hook's command, the log level).
+    #[error("{key} is empty; write a value like {example}")]
+    EmptyValue {
+        key: String,
+        /// What a valid value looks like, quoted.
+        example: String,
+    },
 
     /// A number out of its range (`threads = 0`, `healthy_after = 0`).
     #[error("{key} = {value} {reason}")]
@@ -242,6 +315,7 @@ impl ConfigError {
             | ConfigError::NoPrimary { .. }
             | ConfigError::MultiplePrimaries { .. } => Some("backends"),
             ConfigError::AdminTokenRequired { .. } => Some("admin.token_file"),
+            ConfigError::ConflictingAdminTokens { .. } => Some("admin.token_env"),
             ConfigError::DuplicateBackendName { key, .. }
             | ConfigError::DuplicateBackendUrl { key, .. }
             | ConfigError::InvalidBackendName { key, .. }
@@ -259,7 +333,14 @@ impl ConfigError {
             | ConfigError::InvalidJsonPointer { key, .. }
             | ConfigError::InvalidProbe { key, .. }
             | ConfigError::InvalidPath { key, .. }
-            | ConfigError::InvalidPrefix { key, .. } => Some(key),
+            | ConfigError::InvalidPrefix { key, .. }
+            | ConfigError::InvalidEnvVarName { key, .. }
+            | ConfigError::HookWithoutAction { key }
+            | ConfigError::HookWithTwoActions { key }
+            | ConfigError::InvalidHookRequest { key, .. }
+            | ConfigError::MissingCheckpointHook { key, .. }
+            | ConfigError::InvalidWebhookUrl { key, .. }
+            | ConfigError::EmptyValue { key, .. } => Some(key),
         }
     }
 }

@@ -16,8 +16,9 @@ mod validate;
 
 pub use error::ConfigError;
 pub use types::{
-    AckPolicy, AdminConfig, BackendConfig, CompareRule, Config, DispatchMode, FsyncMode,
-    GatewayConfig, HealthConfig, IdempotencyConfig, IdempotencyRule, InFlightPolicy, JournalConfig,
-    LanePart, LaneTemplate, MethodSet, OnDivergence, PathPattern, ReplicationConfig, RequestKind,
-    Role, RouteRule, Segment, VerifyConfig, ViewProbe,
+    AckPolicy, AdminConfig, BackendConfig, CatchupConfig, CheckpointConfig, CompareRule, Config,
+    DispatchMode, EventsConfig, FsyncMode, GatewayConfig, HealthConfig, Hook, IdempotencyConfig,
+    IdempotencyRule, InFlightPolicy, JournalConfig, LanePart, LaneTemplate, LogConfig, LogFormat,
+    MethodSet, OnDivergence, PathPattern, ReplicationConfig, RequestKind, ResetHook, Role,
+    RouteRule, Segment, VerifyConfig, ViewProbe,
 };

@@ -4,12 +4,13 @@ use std::path::Path;
 
 use crate::error::ConfigError;
 use crate::raw::{
-    RawAdmin, RawConfig, RawGateway, RawHealth, RawIdempotency, RawJournal, RawReplication,
+    RawAdmin, RawCatchup, RawConfig, RawEvents, RawGateway, RawHealth, RawIdempotency, RawJournal,
+    RawLog, RawReplication,
 };
 use crate::syntax::syntax_error;
 use crate::types::{
-    AdminConfig, BackendConfig, Config, GatewayConfig, HealthConfig, IdempotencyConfig,
-    JournalConfig, ReplicationConfig, Role,
+    AdminConfig, BackendConfig, CatchupConfig, Config, EventsConfig, GatewayConfig, HealthConfig,
+    IdempotencyConfig, JournalConfig, LogConfig, ReplicationConfig, Role,
 };
 use crate::validate;
 
@@ -89,5 +90,23 @@ impl Default for IdempotencyConfig {
 impl Default for HealthConfig {
     fn default() -> Self {
         validate::health(&RawHealth::default()).expect("the default [health] is valid")
+    }
+}
+
+impl Default for CatchupConfig {
+    fn default() -> Self {
+        validate::catchup(&RawCatchup::default()).expect("the default [catchup] is valid")
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        validate::events(&RawEvents::default()).expect("the default [events] is valid")
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        validate::log(&RawLog::default()).expect("the default [log] is valid")
     }
 }

@@ -35,6 +35,14 @@ pub(crate) struct RawConfig {
     pub(crate) routes: Vec<RawRoute>,
     #[serde(default)]
     pub(crate) verify: RawVerify,
+    #[serde(default)]
+    pub(crate) catchup: RawCatchup,
+    #[serde(default)]
+    pub(crate) events: RawEvents,
+    #[serde(default)]
+    pub(crate) log: RawLog,
+    #[serde(default)]
+    pub(crate) checkpoint: RawCheckpoint,
 }
 
 /// `[gateway]`
@@ -49,6 +57,14 @@ pub(crate) struct RawGateway {
     pub(crate) max_body: RawSize,
     #[serde(default = "default_lockstep_prefix")]
     pub(crate) lockstep_prefix: String,
+    #[serde(default = "default_max_in_flight")]
+    pub(crate) max_in_flight: u64,
+    #[serde(default = "default_max_header_size")]
+    pub(crate) max_header_size: RawSize,
+    #[serde(default = "default_grace_period")]
+    pub(crate) grace_period: String,
+    #[serde(default = "default_request_timeout")]
+    pub(crate) request_timeout: String,
 }
 
 impl Default for RawGateway {
@@ -58,6 +74,10 @@ impl Default for RawGateway {
             threads: default_threads(),
             max_body: default_max_body(),
             lockstep_prefix: default_lockstep_prefix(),
+            max_in_flight: default_max_in_flight(),
+            max_header_size: default_max_header_size(),
+            grace_period: default_grace_period(),
+            request_timeout: default_request_timeout(),
         }
     }
 }
@@ -78,6 +98,22 @@ pub(crate) fn default_lockstep_prefix() -> String {
     "/_lockstep".to_owned()
 }
 
+pub(crate) fn default_max_in_flight() -> u64 {
+    1024
+}
+
+pub(crate) fn default_max_header_size() -> RawSize {
+    RawSize::Text("64KiB".to_owned())
+}
+
+pub(crate) fn default_grace_period() -> String {
+    "5s".to_owned()
+}
+
+pub(crate) fn default_request_timeout() -> String {
+    "60s".to_owned()
+}
+
 /// `[admin]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +122,8 @@ pub(crate) struct RawAdmin {
     pub(crate) listen: String,
     #[serde(default)]
     pub(crate) token_file: Option<String>,
+    #[serde(default)]
+    pub(crate) token_env: Option<String>,
 }
 
 impl Default for RawAdmin {
@@ -93,6 +131,7 @@ impl Default for RawAdmin {
         RawAdmin {
             listen: default_admin_listen(),
             token_file: None,
+            token_env: None,
         }
     }
 }
@@ -314,6 +353,8 @@ pub(crate) struct RawBackend {
     pub(crate) role: RawRole,
     #[serde(default = "default_implementation")]
     pub(crate) implementation: String,
+    #[serde(default)]
+    pub(crate) reset: Option<RawHook>,
 }
 
 pub(crate) fn default_implementation() -> String {
@@ -390,6 +431,125 @@ pub(crate) struct RawProbe {
     pub(crate) ignore_headers: Vec<String>,
     #[serde(default)]
     pub(crate) ignore_json: Vec<String>,
+}
+
+/// A hook as written: `{ command = "..." }` or `{ request = "METHOD /path" }`. Both fields are
+/// optional here so that "exactly one" is reported by validation with the hook's key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHook {
+    #[serde(default)]
+    pub(crate) command: Option<String>,
+    #[serde(default)]
+    pub(crate) request: Option<String>,
+}
+
+/// `[catchup]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCatchup {
+    #[serde(default = "default_fence_lag")]
+    pub(crate) fence_lag: u64,
+    #[serde(default = "default_catchup_concurrency")]
+    pub(crate) concurrency: u64,
+    #[serde(default = "default_catchup_batch")]
+    pub(crate) batch: u64,
+}
+
+impl Default for RawCatchup {
+    fn default() -> Self {
+        RawCatchup {
+            fence_lag: default_fence_lag(),
+            concurrency: default_catchup_concurrency(),
+            batch: default_catchup_batch(),
+        }
+    }
+}
+
+pub(crate) fn default_fence_lag() -> u64 {
+    64
+}
+
+pub(crate) fn default_catchup_concurrency() -> u64 {
+    4
+}
+
+pub(crate) fn default_catchup_batch() -> u64 {
+    256
+}
+
+/// `[events]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEvents {
+    #[serde(default)]
+    pub(crate) webhook: Option<String>,
+    #[serde(default = "default_webhook_timeout")]
+    pub(crate) webhook_timeout: String,
+    #[serde(default = "default_webhook_retries")]
+    pub(crate) webhook_retries: u64,
+}
+
+impl Default for RawEvents {
+    fn default() -> Self {
+        RawEvents {
+            webhook: None,
+            webhook_timeout: default_webhook_timeout(),
+            webhook_retries: default_webhook_retries(),
+        }
+    }
+}
+
+pub(crate) fn default_webhook_timeout() -> String {
+    "2s".to_owned()
+}
+
+pub(crate) fn default_webhook_retries() -> u64 {
+    5
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    #[serde(default = "default_log_format")]
+    pub(crate) format: RawLogFormat,
+    #[serde(default = "default_log_level")]
+    pub(crate) level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+pub(crate) fn default_log_format() -> RawLogFormat {
+    RawLogFormat::Text
+}
+
+pub(crate) fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawLogFormat {
+    Text,
+    Json,
+}
+
+/// `[checkpoint]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheckpoint {
+    #[serde(default)]
+    pub(crate) export: Option<RawHook>,
+    #[serde(default)]
+    pub(crate) import: Option<RawHook>,
 }
 
 /// A size as written: a bare integer of bytes, or a string such as `"16MiB"`.

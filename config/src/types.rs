@@ -27,6 +27,14 @@ pub struct Config {
     pub routes: Vec<RouteRule>,
     /// `[verify]`: logical-view probes.
     pub verify: VerifyConfig,
+    /// `[catchup]`: how a joining or rejoining backup replays the journal.
+    pub catchup: CatchupConfig,
+    /// `[events]`: where topology events are pushed.
+    pub events: EventsConfig,
+    /// `[log]`: the gateway's own log output.
+    pub log: LogConfig,
+    /// `[checkpoint]`: how a backend's state is exported and imported instead of replayed.
+    pub checkpoint: CheckpointConfig,
 }
 
 /// `[gateway]`: the data listener clients talk to.
@@ -40,16 +48,33 @@ pub struct GatewayConfig {
     pub max_body: u64,
     /// `[gateway] lockstep_prefix`, default `/_lockstep`: gateway-owned paths on the data listener.
     pub lockstep_prefix: String,
+    /// `[gateway] max_in_flight`, default 1024, at least 1: logical requests admitted at once;
+    /// beyond it the gateway answers 503 with `Retry-After`.
+    pub max_in_flight: usize,
+    /// `[gateway] max_header_size` in bytes, default 64 KiB: the largest request head accepted.
+    pub max_header_size: u64,
+    /// `[gateway] grace_period`, default 5s, may be zero: how long SIGTERM lets in-flight requests
+    /// finish before the gateway stops.
+    pub grace_period: Duration,
+    /// `[gateway] request_timeout`, default 60s: how long a client may take to send a request
+    /// body.
+    pub request_timeout: Duration,
 }
 
 /// `[admin]`: the listener for status, metrics, events and topology changes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
-    /// `[admin] listen`, default `127.0.0.1:8081`. Not loopback only with a `token_file`.
+    /// `[admin] listen`, default `127.0.0.1:8081`. Not loopback only with a `token_file` or a
+    /// `token_env`.
     pub listen: SocketAddr,
     /// `[admin] token_file`, optional: a file holding the bearer token admin requests must
-    /// carry. Required when `listen` is not a loopback address.
+    /// carry. One of `token_file` and `token_env` is required when `listen` is not a loopback
+    /// address; never both.
     pub token_file: Option<PathBuf>,
+    /// `[admin] token_env`, optional: the name of an environment variable holding the bearer
+    /// token, as an alternative to `token_file`. Only the name is checked here; the variable is
+    /// read at startup.
+    pub token_env: Option<String>,
 }
 
 /// `[journal] fsync`: when the journal is flushed to stable storage.
@@ -179,7 +204,27 @@ pub struct BackendConfig {
     pub role: Role,
     /// Free label, default `"default"`.
     pub implementation: String,
+    /// `reset`, optional: what empties this backend before a full replay of the journal.
+    pub reset: Option<ResetHook>,
 }
+
+/// An action the gateway runs against a backend: `{ command = "..." }` or
+/// `{ request = "POST /admin/reset" }`. Used by `[[backends]] reset` and by `[checkpoint]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hook {
+    /// `command`: a non-empty shell command line, run by `sh -c` as written.
+    Command(String),
+    /// `request`: an HTTP request sent to the backend, with an empty body.
+    Request {
+        /// An upper-cased method token (`POST`, `DELETE`, ...).
+        method: String,
+        /// Path and optional query, starting with `/`, appended to the backend's URL.
+        path: String,
+    },
+}
+
+/// `[[backends]] reset`: the hook that empties a backend before a full replay.
+pub type ResetHook = Hook;
 
 /// `[[routes]] kind`: whether a request changes state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,4 +342,58 @@ pub struct ViewProbe {
 pub struct VerifyConfig {
     /// `[[verify.probes]]`, in config order.
     pub probes: Vec<ViewProbe>,
+}
+
+/// `[catchup]`: how a backup that joins, or rejoins, is brought in sync by replaying the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatchupConfig {
+    /// `[catchup] fence_lag`, default 64, at least 1: when the replay is this many entries from
+    /// the journal's tail, admission pauses briefly so the replay can finish.
+    pub fence_lag: u64,
+    /// `[catchup] concurrency`, default 4, 1 to 256: lanes replayed at once.
+    pub concurrency: usize,
+    /// `[catchup] batch`, default 256, 1 to 10000: journal entries read at a time.
+    pub batch: usize,
+}
+
+/// `[events]`: where topology events (ejections, promotions, catch-up progress) are pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// `[events] webhook`, optional: an `http` URL that receives every topology event as a JSON
+    /// `POST`.
+    pub webhook: Option<url::Url>,
+    /// `[events] webhook_timeout`, default 2s: how long one delivery may take.
+    pub webhook_timeout: Duration,
+    /// `[events] webhook_retries`, default 5, 0 to 100: further attempts after a failed delivery.
+    pub webhook_retries: u32,
+}
+
+/// `[log] format`: how log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`: the gateway's own log output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `[log] format`, default `text`.
+    pub format: LogFormat,
+    /// `[log] level`, default `info`: a `tracing` env-filter directive (`"info"`,
+    /// `"warn,lockstep_gateway=debug"`), checked here only to be non-empty.
+    pub level: String,
+}
+
+/// `[checkpoint]`: how a backend's state is exported from an in-sync backend and imported into a
+/// joining one, so that only the journal after the checkpoint is replayed. Both or neither.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckpointConfig {
+    /// `[checkpoint] export`: writes a checkpoint of a backend.
+    pub export: Option<Hook>,
+    /// `[checkpoint] import`: loads a checkpoint into a backend.
+    pub import: Option<Hook>,
 }

@@ -12,17 +12,19 @@ use http::HeaderName;
 
 use crate::error::ConfigError;
 use crate::raw::{
-    RawAck, RawAdmin, RawBackend, RawCompare, RawConfig, RawDispatch, RawFsync, RawGateway,
-    RawHealth, RawIdempotency, RawIdempotencyRule, RawInFlight, RawJournal, RawKind,
-    RawOnDivergence, RawProbe, RawReplication, RawRole, RawRoute, RawVerify,
+    RawAck, RawAdmin, RawBackend, RawCatchup, RawCheckpoint, RawCompare, RawConfig, RawDispatch,
+    RawEvents, RawFsync, RawGateway, RawHealth, RawHook, RawIdempotency, RawIdempotencyRule,
+    RawInFlight, RawJournal, RawKind, RawLog, RawLogFormat, RawOnDivergence, RawProbe,
+    RawReplication, RawRole, RawRoute, RawVerify,
 };
 use crate::route::{check_method, parse_lane, parse_match};
 use crate::types::{
-    AckPolicy, AdminConfig, BackendConfig, CompareRule, Config, DispatchMode, FsyncMode,
-    GatewayConfig, HealthConfig, IdempotencyConfig, IdempotencyRule, InFlightPolicy, JournalConfig,
-    OnDivergence, ReplicationConfig, RequestKind, Role, RouteRule, VerifyConfig, ViewProbe,
+    AckPolicy, AdminConfig, BackendConfig, CatchupConfig, CheckpointConfig, CompareRule, Config,
+    DispatchMode, EventsConfig, FsyncMode, GatewayConfig, HealthConfig, Hook, IdempotencyConfig,
+    IdempotencyRule, InFlightPolicy, JournalConfig, LogConfig, LogFormat, OnDivergence,
+    ReplicationConfig, RequestKind, Role, RouteRule, VerifyConfig, ViewProbe,
 };
-use crate::units::{parse_nonzero_duration, parse_size};
+use crate::units::{parse_duration, parse_nonzero_duration, parse_size};
 
 #[cfg(test)]
 mod tests;
@@ -44,6 +46,10 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             .map(|(i, r)| route(&format!("routes[{i}]"), r))
             .collect::<Result<_, _>>()?,
         verify: verify(&raw.verify)?,
+        catchup: catchup(&raw.catchup)?,
+        events: events(&raw.events)?,
+        log: log(&raw.log)?,
+        checkpoint: checkpoint(&raw.checkpoint)?,
     })
 }
 
@@ -54,11 +60,32 @@ pub(crate) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, ConfigError> {
             key: "gateway.max_body".to_owned(),
         });
     }
+    let listen = listen("gateway.listen", &raw.listen)?;
+    let threads = at_least_one("gateway.threads", raw.threads, "threads")?;
+    let lockstep_prefix = lockstep_prefix("gateway.lockstep_prefix", &raw.lockstep_prefix)?;
+    let max_in_flight = in_range(
+        "gateway.max_in_flight",
+        raw.max_in_flight,
+        1,
+        u64::try_from(usize::MAX).unwrap_or(u64::MAX),
+        "logical requests admitted at once",
+    )?;
+    let max_header_size = parse_size("gateway.max_header_size", &raw.max_header_size)?;
+    if max_header_size == 0 {
+        return Err(ConfigError::ZeroSize {
+            key: "gateway.max_header_size".to_owned(),
+        });
+    }
     Ok(GatewayConfig {
-        listen: listen("gateway.listen", &raw.listen)?,
-        threads: at_least_one("gateway.threads", raw.threads, "threads")?,
+        listen,
+        threads,
         max_body,
-        lockstep_prefix: lockstep_prefix("gateway.lockstep_prefix", &raw.lockstep_prefix)?,
+        lockstep_prefix,
+        max_in_flight: usize::try_from(max_in_flight).expect("bounded by usize::MAX above"),
+        max_header_size,
+        // Zero is meaningful here: stop at once, dropping whatever is in flight.
+        grace_period: parse_duration("gateway.grace_period", &raw.grace_period)?,
+        request_timeout: parse_nonzero_duration("gateway.request_timeout", &raw.request_timeout)?,
     })
 }
 
@@ -68,11 +95,25 @@ pub(crate) fn admin(raw: &RawAdmin) -> Result<AdminConfig, ConfigError> {
         Some(path) => Some(file_path("admin.token_file", path)?),
         None => None,
     };
+    let token_env = match &raw.token_env {
+        Some(name) => Some(env_var_name("admin.token_env", name)?),
+        None => None,
+    };
+    if let (Some(env), Some(file)) = (&raw.token_env, &raw.token_file) {
+        return Err(ConfigError::ConflictingAdminTokens {
+            env: env.clone(),
+            file: file.clone(),
+        });
+    }
     // The admin API can eject and promote backends: off loopback, it must not be open.
-    if token_file.is_none() && !listen.ip().is_loopback() {
+    if token_file.is_none() && token_env.is_none() && !listen.ip().is_loopback() {
         return Err(ConfigError::AdminTokenRequired { listen });
     }
-    Ok(AdminConfig { listen, token_file })
+    Ok(AdminConfig {
+        listen,
+        token_file,
+        token_env,
+    })
 }
 
 pub(crate) fn journal(raw: &RawJournal) -> Result<JournalConfig, ConfigError> {
@@ -177,6 +218,10 @@ fn backends(raw: &[RawBackend]) -> Result<Vec<BackendConfig>, ConfigError> {
                 RawRole::Backup => Role::Backup,
             },
             implementation: backend.implementation.clone(),
+            reset: match &backend.reset {
+                Some(reset) => Some(hook(&key("reset"), reset)?),
+                None => None,
+            },
         });
     }
     let names_with = |role: Role| -> Vec<String> {
@@ -284,42 +329,205 @@ fn verify(raw: &RawVerify) -> Result<VerifyConfig, ConfigError> {
 }
 
 fn view_probe(key: &str, raw: &RawProbe) -> Result<ViewProbe, ConfigError> {
-    let request_key = format!("{key}.request");
-    let invalid = |reason: String| ConfigError::InvalidProbe {
-        key: request_key.clone(),
-        value: raw.request.clone(),
-        reason,
-    };
-    let mut words = raw.request.split_whitespace();
-    let (Some(method), Some(path), None) = (words.next(), words.next(), words.next()) else {
-        return Err(invalid(
-            "it must be one method, a space and a path".to_owned(),
-        ));
-    };
-    if method == "*" || method.contains('|') {
-        return Err(invalid(
-            "a probe sends one request, so it names exactly one method".to_owned(),
-        ));
-    }
-    check_method(method).map_err(&invalid)?;
-    if !path.starts_with('/') {
-        return Err(invalid(format!("the path {path:?} must start with '/'")));
-    }
-    if path.contains('#') || path.chars().any(char::is_control) {
-        return Err(invalid(format!(
-            "the path {path:?} contains a fragment or a control character"
-        )));
-    }
+    let (method, path) =
+        request_line(&raw.request, "a probe").map_err(|reason| ConfigError::InvalidProbe {
+            key: format!("{key}.request"),
+            value: raw.request.clone(),
+            reason,
+        })?;
     let compare = CompareRule {
         status_only: raw.status_only,
         ignore_headers: header_names(&format!("{key}.ignore_headers"), &raw.ignore_headers)?,
         ignore_json: json_pointers(&format!("{key}.ignore_json"), &raw.ignore_json)?,
     };
     Ok(ViewProbe {
-        method: method.to_ascii_uppercase(),
-        path: path.to_owned(),
+        method,
+        path,
         compare,
     })
+}
+
+/// Parses `"METHOD /path?query"`, the one request a probe or a hook sends, into an upper-cased
+/// method and the path. `who` names the sender in the reason (`"a probe"`).
+fn request_line(value: &str, who: &str) -> Result<(String, String), String> {
+    let mut words = value.split_whitespace();
+    let (Some(method), Some(path), None) = (words.next(), words.next(), words.next()) else {
+        return Err("it must be one method, a space and a path".to_owned());
+    };
+    if method == "*" || method.contains('|') {
+        return Err(format!(
+            "{who} sends one request, so it names exactly one method"
+        ));
+    }
+    check_method(method)?;
+    if !path.starts_with('/') {
+        return Err(format!("the path {path:?} must start with '/'"));
+    }
+    if path.contains('#') || path.chars().any(char::is_control) {
+        return Err(format!(
+            "the path {path:?} contains a fragment or a control character"
+        ));
+    }
+    Ok((method.to_ascii_uppercase(), path.to_owned()))
+}
+
+/// A hook table: exactly one of `command` (non-empty) and `request` (`"METHOD /path"`).
+fn hook(key: &str, raw: &RawHook) -> Result<Hook, ConfigError> {
+    match (&raw.command, &raw.request) {
+        (None, None) => Err(ConfigError::HookWithoutAction {
+            key: key.to_owned(),
+        }),
+        (Some(_), Some(_)) => Err(ConfigError::HookWithTwoActions {
+            key: key.to_owned(),
+        }),
+        (Some(command), None) => {
+            if command.trim().is_empty() {
+                return Err(ConfigError::EmptyValue {
+                    key: format!("{key}.command"),
+                    example: "\"curl -fsS -X POST http://127.0.0.1:9002/admin/reset\"".to_owned(),
+                });
+            }
+            Ok(Hook::Command(command.clone()))
+        }
+        (None, Some(request)) => {
+            let (method, path) = request_line(request, "a hook").map_err(|reason| {
+                ConfigError::InvalidHookRequest {
+                    key: format!("{key}.request"),
+                    value: request.clone(),
+                    reason,
+                }
+            })?;
+            Ok(Hook::Request { method, path })
+        }
+    }
+}
+
+pub(crate) fn catchup(raw: &RawCatchup) -> Result<CatchupConfig, ConfigError> {
+    let fence_lag = in_range(
+        "catchup.fence_lag",
+        raw.fence_lag,
+        1,
+        u64::MAX,
+        "journal entries",
+    )?;
+    let concurrency = in_range(
+        "catchup.concurrency",
+        raw.concurrency,
+        1,
+        256,
+        "lanes replayed at once",
+    )?;
+    let batch = in_range(
+        "catchup.batch",
+        raw.batch,
+        1,
+        10_000,
+        "journal entries read at a time",
+    )?;
+    Ok(CatchupConfig {
+        fence_lag,
+        concurrency: usize::try_from(concurrency).expect("at most 256"),
+        batch: usize::try_from(batch).expect("at most 10000"),
+    })
+}
+
+pub(crate) fn events(raw: &RawEvents) -> Result<EventsConfig, ConfigError> {
+    let webhook = match &raw.webhook {
+        Some(url) => Some(webhook_url("events.webhook", url)?),
+        None => None,
+    };
+    let retries = in_range(
+        "events.webhook_retries",
+        raw.webhook_retries,
+        0,
+        100,
+        "retries of one event",
+    )?;
+    Ok(EventsConfig {
+        webhook,
+        webhook_timeout: parse_nonzero_duration("events.webhook_timeout", &raw.webhook_timeout)?,
+        webhook_retries: u32::try_from(retries).expect("at most 100"),
+    })
+}
+
+pub(crate) fn log(raw: &RawLog) -> Result<LogConfig, ConfigError> {
+    // The directive grammar belongs to `tracing-subscriber`, which this crate does not depend
+    // on; the binary reports a directive it cannot parse when it installs the subscriber.
+    if raw.level.trim().is_empty() {
+        return Err(ConfigError::EmptyValue {
+            key: "log.level".to_owned(),
+            example: "\"info\" or \"warn,lockstep_gateway=debug\"".to_owned(),
+        });
+    }
+    Ok(LogConfig {
+        format: match raw.format {
+            RawLogFormat::Text => LogFormat::Text,
+            RawLogFormat::Json => LogFormat::Json,
+        },
+        level: raw.level.trim().to_owned(),
+    })
+}
+
+pub(crate) fn checkpoint(raw: &RawCheckpoint) -> Result<CheckpointConfig, ConfigError> {
+    let export = match &raw.export {
+        Some(export) => Some(hook("checkpoint.export", export)?),
+        None => None,
+    };
+    let import = match &raw.import {
+        Some(import) => Some(hook("checkpoint.import", import)?),
+        None => None,
+    };
+    let missing = |key: &str, present: &str| ConfigError::MissingCheckpointHook {
+        key: key.to_owned(),
+        present: present.to_owned(),
+    };
+    match (&export, &import) {
+        (Some(_), None) => Err(missing("checkpoint.import", "checkpoint.export")),
+        (None, Some(_)) => Err(missing("checkpoint.export", "checkpoint.import")),
+        _ => Ok(CheckpointConfig { export, import }),
+    }
+}
+
+/// Where topology events are POSTed: `http` only (the gateway's client speaks no TLS), a host,
+/// no fragment. A query string is kept, since webhook receivers often authenticate with one.
+fn webhook_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
+    let invalid = |reason: &str| ConfigError::InvalidWebhookUrl {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = url::Url::parse(value).map_err(|e| invalid(&e.to_string()))?;
+    if url.scheme() != "http" {
+        return Err(invalid(&format!(
+            "the scheme is {:?}, and only \"http\" is supported",
+            url.scheme()
+        )));
+    }
+    if url.host().is_none() {
+        return Err(invalid("it has no host"));
+    }
+    if url.fragment().is_some() {
+        return Err(invalid(
+            "it has a fragment ('#...'), which is never sent to the server",
+        ));
+    }
+    Ok(url)
+}
+
+/// A portable environment variable name: letters, digits and `_`, not starting with a digit.
+fn env_var_name(key: &str, value: &str) -> Result<String, ConfigError> {
+    let valid = value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(ConfigError::InvalidEnvVarName {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    Ok(value.to_owned())
 }
 
 fn listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -346,6 +554,25 @@ fn at_least_one(key: &str, value: u64, what: &str) -> Result<usize, ConfigError>
             reason: format!("is too large; write at most 4096 {what}"),
         }),
     }
+}
+
+/// A count in `min..=max`; `what` says what is counted, for the message.
+fn in_range(key: &str, value: u64, min: u64, max: u64, what: &str) -> Result<u64, ConfigError> {
+    if value < min {
+        return Err(ConfigError::InvalidNumber {
+            key: key.to_owned(),
+            value: value.to_string(),
+            reason: format!("is too small; write at least {min} ({what})"),
+        });
+    }
+    if value > max {
+        return Err(ConfigError::InvalidNumber {
+            key: key.to_owned(),
+            value: value.to_string(),
+            reason: format!("is too large; write at most {max} ({what})"),
+        });
+    }
+    Ok(value)
 }
 
 fn threshold(key: &str, value: u64) -> Result<u32, ConfigError> {

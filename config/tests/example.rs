@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use lockstep_config::{
-    AckPolicy, Config, DispatchMode, FsyncMode, IdempotencyRule, InFlightPolicy, LanePart,
-    LaneTemplate, MethodSet, OnDivergence, RequestKind, Role, Segment,
+    AckPolicy, Config, DispatchMode, FsyncMode, Hook, IdempotencyRule, InFlightPolicy, LanePart,
+    LaneTemplate, LogFormat, MethodSet, OnDivergence, RequestKind, ResetHook, Role, Segment,
 };
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lockstep.example.toml");
@@ -22,11 +22,17 @@ fn example_loads_with_expected_sections() {
     assert_eq!(config.gateway.threads, 2);
     assert_eq!(config.gateway.max_body, 16 << 20);
     assert_eq!(config.gateway.lockstep_prefix, "/_lockstep");
+    assert_eq!(config.gateway.max_in_flight, 1024);
+    assert_eq!(config.gateway.max_header_size, 64 << 10);
+    assert_eq!(config.gateway.grace_period, Duration::from_secs(5));
+    assert_eq!(config.gateway.request_timeout, Duration::from_secs(60));
     assert_eq!(config.admin.listen, "127.0.0.1:8081".parse().unwrap());
     assert_eq!(
         config.admin.token_file.as_deref(),
         Some(Path::new("/etc/lockstep/admin.token"))
     );
+    // token_env excludes token_file, so the sample shows it commented out.
+    assert_eq!(config.admin.token_env, None);
     assert_eq!(config.journal.fsync, FsyncMode::Batch);
     assert_eq!(config.replication.ack, AckPolicy::All);
     assert_eq!(config.replication.dispatch, DispatchMode::Sequential);
@@ -47,6 +53,55 @@ fn example_has_a_primary_and_two_backups() {
     assert_eq!(backups, [("b", "v1"), ("c", "v2")]);
     assert_eq!(config.backends[0].role, Role::Primary);
     assert_eq!(config.backends[2].url.port(), Some(9003));
+}
+
+#[test]
+fn example_resets() {
+    let config = example();
+    assert_eq!(
+        config.backends[1].reset,
+        Some(Hook::Request {
+            method: "POST".into(),
+            path: "/admin/reset".into()
+        })
+    );
+    assert!(matches!(
+        config.backends[2].reset,
+        Some(ResetHook::Command(ref command)) if command.starts_with("psql ")
+    ));
+    assert!(matches!(config.backends[0].reset, Some(Hook::Command(_))));
+}
+
+#[test]
+fn example_catchup_events_log_checkpoint() {
+    let config = example();
+    assert_eq!(config.catchup.fence_lag, 64);
+    assert_eq!(config.catchup.concurrency, 4);
+    assert_eq!(config.catchup.batch, 256);
+
+    assert_eq!(
+        config.events.webhook.as_ref().map(|u| u.as_str()),
+        Some("http://127.0.0.1:9100/lockstep-events")
+    );
+    assert_eq!(config.events.webhook_timeout, Duration::from_secs(2));
+    assert_eq!(config.events.webhook_retries, 5);
+
+    assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(config.log.level, "info");
+
+    assert_eq!(
+        config.checkpoint.export,
+        Some(Hook::Request {
+            method: "POST".into(),
+            path: "/admin/export".into()
+        })
+    );
+    assert_eq!(
+        config.checkpoint.import,
+        Some(Hook::Command(
+            "/usr/local/bin/lockstep-import-checkpoint".into()
+        ))
+    );
 }
 
 #[test]
@@ -146,6 +201,22 @@ fn example_sets_every_key() {
         "ignore_headers",
         "ignore_json",
         "request",
+        "max_in_flight",
+        "max_header_size",
+        "grace_period",
+        "request_timeout",
+        "reset",
+        "command",
+        "fence_lag",
+        "concurrency",
+        "batch",
+        "webhook",
+        "webhook_timeout",
+        "webhook_retries",
+        "format",
+        "level",
+        "export",
+        "import",
     ] {
         let set = text
             .lines()
@@ -153,4 +224,10 @@ fn example_sets_every_key() {
             .any(|l| l.contains(&format!("{key} =")));
         assert!(set, "the sample does not set `{key}`");
     }
+    // token_env excludes token_file, which the sample sets, so it is shown commented out.
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("# token_env =")),
+        "the sample does not show `token_env`"
+    );
 }

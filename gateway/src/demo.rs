@@ -83,7 +83,9 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!("  curl -s http://{}/status", options.admin);
     println!("\nCtrl-C stops everything.\n");
 
-    let result = Gateway::new(config).run();
+    let result = Gateway::new(config)
+        .map_err(anyhow::Error::from)
+        .and_then(Gateway::run);
     drop(backends);
     result
 }

@@ -8,8 +8,10 @@
 
 mod admin;
 pub mod demo;
+mod events;
 mod headers;
 mod idempotency;
+mod join;
 mod proxy;
 mod respond;
 mod server;

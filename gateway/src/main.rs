@@ -72,7 +72,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
-            finish(Gateway::new(config).run())
+            finish(
+                Gateway::new(config)
+                    .map_err(anyhow::Error::from)
+                    .and_then(Gateway::run),
+            )
         }
         Command::Demo {
             listen,

@@ -9,7 +9,6 @@ use lockstep_backends::{Clock, HealthChecker, Pool, Replicator, SystemClock};
 use lockstep_classifiers::Classifier;
 use lockstep_config::Config;
 use lockstep_journal::MemoryJournal;
-use pingora::apps::http_app::HttpServer;
 use pingora::prelude::background_service;
 use pingora::proxy::{HttpProxy, http_proxy_service_with_name};
 use pingora::server::configuration::ServerConf;
@@ -32,12 +31,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config) -> Result<Self, StartError> {
         Self::with_clock(config, Arc::new(SystemClock))
     }
 
     /// A gateway whose sequencing time and key expiry follow `clock` (tests move it by hand).
-    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Self {
+    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let admin_token = admin_token(&config)?;
         let repl = &config.replication;
         let io = repl.primary_timeout.max(repl.backup_timeout);
         let timeouts = PeerTimeouts {
@@ -53,15 +53,17 @@ impl Gateway {
             connect: repl.connect_timeout,
             io: repl.primary_timeout,
         };
-        Gateway {
+        Ok(Gateway {
             shared: Arc::new(Shared {
                 config,
                 classifier,
                 replicator,
                 read_timeouts,
                 in_flight: Arc::default(),
+                admin_token,
+                joins: Default::default(),
             }),
-        }
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -80,11 +82,8 @@ impl Gateway {
         )
     }
 
-    fn admin_service(&self) -> Service<HttpServer<Admin>> {
-        let mut admin = Service::new(
-            "lockstep admin".into(),
-            HttpServer::new_app(Admin::new(self.shared.clone())),
-        );
+    fn admin_service(&self) -> Service<Admin> {
+        let mut admin = Service::new("lockstep admin".into(), Admin::new(self.shared.clone()));
         admin.threads = Some(1);
         admin
     }
@@ -131,6 +130,9 @@ impl Gateway {
         server.add_service(proxy);
         server.add_service(admin);
         server.add_service(health);
+        if let Some(webhook) = self.webhook_task() {
+            server.add_service(background_service("webhook", webhook));
+        }
         info!(gateway = %config.gateway.listen, admin = %config.admin.listen, backends = config.backends.len(), "lockstep listening");
         server.run(RunArgs::default());
         Ok(())
@@ -173,6 +175,77 @@ impl Gateway {
             stop,
             tasks,
             app: self,
+        })
+    }
+}
+
+/// Why a gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot read the admin token from admin.token_file = {path}: {source}")]
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("admin.token_file = {0} is empty; put the token in it")]
+    EmptyTokenFile(String),
+    #[error("admin.token_env = {0}: the environment variable is not set or empty")]
+    TokenEnv(String),
+}
+
+fn admin_token(config: &Config) -> Result<Option<String>, StartError> {
+    if let Some(path) = &config.admin.token_file {
+        let text = std::fs::read_to_string(path).map_err(|source| StartError::TokenFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let token = text.trim().to_owned();
+        if token.is_empty() {
+            return Err(StartError::EmptyTokenFile(path.display().to_string()));
+        }
+        return Ok(Some(token));
+    }
+    if let Some(var) = &config.admin.token_env {
+        return match std::env::var(var) {
+            Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
+            _ => Err(StartError::TokenEnv(var.clone())),
+        };
+    }
+    Ok(None)
+}
+
+/// Posts topology events to the configured webhook.
+struct WebhookTask {
+    events: tokio::sync::broadcast::Receiver<lockstep_backends::TopologyEvent>,
+    config: lockstep_config::EventsConfig,
+    url: url::Url,
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for WebhookTask {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let events = self.events.resubscribe();
+        let run = crate::events::run_webhook(
+            events,
+            self.url.clone(),
+            self.config.webhook_timeout,
+            self.config.webhook_retries,
+        );
+        tokio::select! {
+            _ = run => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+impl Gateway {
+    fn webhook_task(&self) -> Option<WebhookTask> {
+        let config = self.shared.config.events.clone();
+        let url = config.webhook.clone()?;
+        Some(WebhookTask {
+            events: self.shared.replicator.events().subscribe(),
+            config,
+            url,
         })
     }
 }

@@ -19,4 +19,13 @@ pub(crate) struct Shared {
     pub(crate) read_timeouts: PeerTimeouts,
     /// Scoped idempotency keys with a request in flight.
     pub(crate) in_flight: Arc<InFlight>,
+    /// The admin bearer token, when one is configured.
+    pub(crate) admin_token: Option<String>,
+    /// Catch-ups running now, by backend name.
+    pub(crate) joins: parking_lot::Mutex<
+        std::collections::HashMap<
+            String,
+            tokio::sync::watch::Receiver<lockstep_backends::JoinProgress>,
+        >,
+    >,
 }

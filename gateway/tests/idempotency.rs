@@ -292,7 +292,7 @@ async fn keys_expire_after_their_ttl() {
     let gw_clock = clock.clone();
     let gw = start_gateway_with(
         &format!("[idempotency]\nttl = \"1h\"\n{toml}"),
-        move |config| Gateway::with_clock(config, gw_clock),
+        move |config| Gateway::with_clock(config, gw_clock).unwrap(),
     );
     let c = client();
     let url = format!("http://{}/k/1", gw.gateway);

@@ -98,6 +98,22 @@ impl Transport for FakeBackends {
             .find(|h| h.name == "Lockstep-Sequence")
             .and_then(|h| std::str::from_utf8(&h.value).ok()?.parse().ok())
             .unwrap_or(0);
+        if request.method == "GET" {
+            // A read: the whole state, in key order.
+            let state: std::collections::BTreeMap<String, u64> = self
+                .counters
+                .lock()
+                .get(&backend.name)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            return Ok(ResponseRecord {
+                status: 200,
+                headers: vec![],
+                body: Bytes::from(format!("{state:?}")),
+            });
+        }
         let key = request
             .uri
             .trim_start_matches('/')
@@ -133,6 +149,7 @@ fn backend(name: &str, role: Role) -> BackendConfig {
         url: format!("http://127.0.0.1:1/{name}").parse().unwrap(),
         role,
         implementation: "v1".into(),
+        reset: None,
     }
 }
 
@@ -549,4 +566,127 @@ fn required_acks_follow_the_policy() {
         [0, 1, 1, 2, 2]
     );
     assert_eq!([0, 3].map(|n| none.required_acks(n)), [0, 0]);
+}
+
+fn probes() -> Vec<lockstep_config::ViewProbe> {
+    vec![lockstep_config::ViewProbe {
+        method: "GET".into(),
+        path: "/state".into(),
+        compare: CompareRule::default(),
+    }]
+}
+
+async fn catch_up(r: &Arc<Replicator>, name: &str) -> Result<crate::JoinReport, crate::JoinError> {
+    let from = r.pool().get(name).unwrap().acked_seq() + 1;
+    let (progress, _) = watch::channel(crate::JoinProgress::default());
+    let options = crate::CatchupOptions {
+        fence_lag: 4,
+        batch: 8,
+    };
+    r.catch_up(
+        name,
+        from,
+        &probes(),
+        &|_| CompareRule::default(),
+        &options,
+        &progress,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_backup_catches_up_while_traffic_flows() {
+    let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    r.submit(post("", "/k/1")).await.unwrap();
+    fakes.set(
+        "c",
+        Behaviour {
+            hang: true,
+            ..Default::default()
+        },
+    );
+    for i in 2..30 {
+        r.submit(post("", &format!("/k/{i}"))).await.unwrap();
+    }
+    assert_eq!(r.pool().get("c").unwrap().state(), BackendState::Lagging);
+    fakes.set("c", Behaviour::default());
+    let writer = {
+        let r = r.clone();
+        tokio::spawn(async move {
+            for i in 30..80 {
+                r.submit(post("other", &format!("/other/{i}")))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let report = catch_up(&r, "c").await.unwrap();
+    assert!(report.replayed >= 28, "{report:?}");
+    writer.await.unwrap();
+    let c = r.pool().get("c").unwrap();
+    assert_eq!(c.state(), BackendState::InSync);
+    assert_eq!(
+        fakes.state("c"),
+        fakes.state("b"),
+        "c has exactly the history of b"
+    );
+    assert_eq!(c.acked_seq(), r.last_seq());
+    // It takes part in what follows.
+    r.submit(post("", "/k/after")).await.unwrap();
+    assert_eq!(fakes.state("c"), fakes.state("b"));
+}
+
+#[tokio::test]
+async fn a_catch_up_that_answers_differently_is_diverged() {
+    let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    r.pool().get("c").unwrap().set_state(BackendState::Lagging);
+    for i in 0..5 {
+        r.submit(post("", &format!("/k/{i}"))).await.unwrap();
+    }
+    fakes.set(
+        "c",
+        Behaviour {
+            wrong: true,
+            ..Default::default()
+        },
+    );
+    let err = catch_up(&r, "c").await.unwrap_err();
+    assert!(
+        matches!(err, crate::JoinError::Diverged { seq: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(r.pool().get("c").unwrap().state(), BackendState::Diverged);
+}
+
+#[tokio::test]
+async fn a_catch_up_whose_view_differs_is_refused() {
+    let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    r.pool().get("c").unwrap().set_state(BackendState::Lagging);
+    for i in 0..3 {
+        r.submit(post("", &format!("/k/{i}"))).await.unwrap();
+    }
+    // c already holds state the history does not explain.
+    fakes
+        .send(
+            &r.pool().get("c").unwrap(),
+            &post("", "/extra/1").request,
+            &[],
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    let err = catch_up(&r, "c").await.unwrap_err();
+    assert!(
+        matches!(&err, crate::JoinError::ViewsDiffer { differences, .. } if differences.len() == 1),
+        "{err}"
+    );
+    assert_eq!(r.pool().get("c").unwrap().state(), BackendState::Diverged);
+    assert!(matches!(
+        catch_up(&r, "a").await,
+        Err(crate::JoinError::IsPrimary(_))
+    ));
+    assert!(matches!(
+        catch_up(&r, "b").await,
+        Err(crate::JoinError::AlreadyInSync(_))
+    ));
 }

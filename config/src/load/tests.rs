@@ -2,9 +2,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{
-    AckPolicy, AdminConfig, Config, ConfigError, DispatchMode, FsyncMode, GatewayConfig,
-    HealthConfig, IdempotencyConfig, InFlightPolicy, JournalConfig, OnDivergence,
-    ReplicationConfig, Role,
+    AckPolicy, AdminConfig, CatchupConfig, CheckpointConfig, Config, ConfigError, DispatchMode,
+    EventsConfig, FsyncMode, GatewayConfig, HealthConfig, IdempotencyConfig, InFlightPolicy,
+    JournalConfig, LogConfig, LogFormat, OnDivergence, ReplicationConfig, Role,
 };
 
 const MINIMAL: &str =
@@ -18,9 +18,14 @@ fn applies_defaults_to_minimal_config() {
     assert_eq!(config.gateway.threads, 2);
     assert_eq!(config.gateway.max_body, 16 * 1024 * 1024);
     assert_eq!(config.gateway.lockstep_prefix, "/_lockstep");
+    assert_eq!(config.gateway.max_in_flight, 1024);
+    assert_eq!(config.gateway.max_header_size, 64 * 1024);
+    assert_eq!(config.gateway.grace_period, Duration::from_secs(5));
+    assert_eq!(config.gateway.request_timeout, Duration::from_secs(60));
 
     assert_eq!(config.admin.listen, "127.0.0.1:8081".parse().unwrap());
     assert_eq!(config.admin.token_file, None);
+    assert_eq!(config.admin.token_env, None);
 
     assert_eq!(config.journal.dir, PathBuf::from("./lockstep-data"));
     assert_eq!(config.journal.fsync, FsyncMode::Batch);
@@ -52,9 +57,24 @@ fn applies_defaults_to_minimal_config() {
     assert_eq!(a.url.as_str(), "http://127.0.0.1:9001/");
     assert_eq!(a.role, Role::Primary);
     assert_eq!(a.implementation, "default");
+    assert_eq!(a.reset, None);
 
     assert!(config.routes.is_empty());
     assert!(config.verify.probes.is_empty());
+
+    assert_eq!(config.catchup.fence_lag, 64);
+    assert_eq!(config.catchup.concurrency, 4);
+    assert_eq!(config.catchup.batch, 256);
+
+    assert_eq!(config.events.webhook, None);
+    assert_eq!(config.events.webhook_timeout, Duration::from_secs(2));
+    assert_eq!(config.events.webhook_retries, 5);
+
+    assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(config.log.level, "info");
+
+    assert_eq!(config.checkpoint.export, None);
+    assert_eq!(config.checkpoint.import, None);
 }
 
 #[test]
@@ -66,12 +86,18 @@ fn section_defaults_match_minimal_config() {
     assert_eq!(config.replication, ReplicationConfig::default());
     assert_eq!(config.idempotency, IdempotencyConfig::default());
     assert_eq!(config.health, HealthConfig::default());
+    assert_eq!(config.catchup, CatchupConfig::default());
+    assert_eq!(config.events, EventsConfig::default());
+    assert_eq!(config.log, LogConfig::default());
+    assert_eq!(config.checkpoint, CheckpointConfig::default());
+    assert_eq!(LogFormat::default(), LogFormat::Text);
 }
 
 #[test]
 fn empty_sections_take_defaults() {
     let input = format!(
-        "[gateway]\n[admin]\n[journal]\n[replication]\n[idempotency]\n[health]\n[verify]\n{MINIMAL}"
+        "[gateway]\n[admin]\n[journal]\n[replication]\n[idempotency]\n[health]\n[verify]\n\
+         [catchup]\n[events]\n[log]\n[checkpoint]\n{MINIMAL}"
     );
     assert_eq!(
         Config::from_toml_str(&input).unwrap(),

@@ -1,4 +1,4 @@
-use crate::{Config, ConfigError};
+use crate::{Config, ConfigError, Hook, LogFormat, ResetHook};
 
 const PRIMARY: &str =
     "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:9001\"\nrole = \"primary\"\n";
@@ -181,6 +181,55 @@ fn accepts_max_body_as_integer() {
 }
 
 #[test]
+fn rejects_zero_max_in_flight() {
+    let err = err("[gateway]\nmax_in_flight = 0\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidNumber { ref key, ref value, .. }
+            if key == "gateway.max_in_flight" && value == "0"
+    ));
+}
+
+#[test]
+fn rejects_zero_max_header_size() {
+    let err = err("[gateway]\nmax_header_size = \"0KiB\"\n");
+    assert!(matches!(err, ConfigError::ZeroSize { ref key } if key == "gateway.max_header_size"));
+}
+
+#[test]
+fn rejects_invalid_max_header_size() {
+    let err = err("[gateway]\nmax_header_size = \"64 kilobytes\"\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidSize { ref key, .. } if key == "gateway.max_header_size"
+    ));
+}
+
+#[test]
+fn rejects_zero_request_timeout() {
+    let err = err("[gateway]\nrequest_timeout = \"0s\"\n");
+    assert!(
+        matches!(err, ConfigError::ZeroDuration { ref key } if key == "gateway.request_timeout")
+    );
+}
+
+#[test]
+fn rejects_invalid_grace_period() {
+    let err = err("[gateway]\ngrace_period = \"soon\"\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidDuration { ref key, ref value }
+            if key == "gateway.grace_period" && value == "soon"
+    ));
+}
+
+#[test]
+fn accepts_zero_grace_period() {
+    let config = load("[gateway]\ngrace_period = \"0s\"\n").unwrap();
+    assert_eq!(config.gateway.grace_period, std::time::Duration::ZERO);
+}
+
+#[test]
 fn rejects_invalid_prefix() {
     for bad in ["_lockstep", "/", "/_lockstep/", "/_lock step", "/{x}"] {
         let err = err(&format!("[gateway]\nlockstep_prefix = \"{bad}\"\n"));
@@ -208,6 +257,40 @@ fn accepts_public_admin_with_token() {
         config.admin.token_file.as_deref(),
         Some(std::path::Path::new("/etc/lockstep/admin.token"))
     );
+}
+
+#[test]
+fn accepts_public_admin_with_token_env() {
+    let config =
+        load("[admin]\nlisten = \"0.0.0.0:8081\"\ntoken_env = \"LOCKSTEP_ADMIN_TOKEN\"\n").unwrap();
+    assert_eq!(
+        config.admin.token_env.as_deref(),
+        Some("LOCKSTEP_ADMIN_TOKEN")
+    );
+    assert_eq!(config.admin.token_file, None);
+}
+
+#[test]
+fn rejects_token_file_and_token_env_together() {
+    let err = err("[admin]\ntoken_file = \"/etc/lockstep/admin.token\"\ntoken_env = \"TOKEN\"\n");
+    assert!(matches!(
+        err,
+        ConfigError::ConflictingAdminTokens { ref env, ref file }
+            if env == "TOKEN" && file == "/etc/lockstep/admin.token"
+    ));
+    assert_eq!(err.key(), Some("admin.token_env"));
+}
+
+#[test]
+fn rejects_invalid_token_env() {
+    for bad in ["", "1TOKEN", "ADMIN TOKEN", "A=B", "TOKÉN"] {
+        let err = err(&format!("[admin]\ntoken_env = \"{bad}\"\n"));
+        assert!(
+            matches!(err, ConfigError::InvalidEnvVarName { ref key, ref value }
+                if key == "admin.token_env" && value == bad),
+            "{bad:?}: {err:?}"
+        );
+    }
 }
 
 #[test]
@@ -309,6 +392,253 @@ fn rejects_health_path_without_slash() {
         err,
         ConfigError::InvalidPath { ref key, ref value, .. } if key == "health.path" && value == "health"
     ));
+}
+
+// --- [[backends]] reset and [checkpoint] ------------------------------------------------------
+
+fn backup_with_reset(reset: &str) -> String {
+    backend("b", "http://127.0.0.1:9002", "backup") + &format!("reset = {reset}\n")
+}
+
+#[test]
+fn parses_reset_command() {
+    let config = load(&backup_with_reset(
+        r#"{ command = "make -C /srv/b reset" }"#,
+    ))
+    .unwrap();
+    assert_eq!(config.backends[0].reset, None);
+    assert_eq!(
+        config.backends[1].reset,
+        Some(ResetHook::Command("make -C /srv/b reset".to_owned()))
+    );
+}
+
+#[test]
+fn parses_reset_request() {
+    let config = load(&backup_with_reset(
+        r#"{ request = "post /admin/reset?all=1" }"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        config.backends[1].reset,
+        Some(Hook::Request {
+            method: "POST".to_owned(),
+            path: "/admin/reset?all=1".to_owned()
+        })
+    );
+}
+
+#[test]
+fn rejects_reset_without_action() {
+    let err = err(&backup_with_reset("{}"));
+    assert!(
+        matches!(err, ConfigError::HookWithoutAction { ref key } if key == "backends[1].reset")
+    );
+}
+
+#[test]
+fn rejects_reset_with_two_actions() {
+    let err = err(&backup_with_reset(
+        r#"{ command = "true", request = "POST /admin/reset" }"#,
+    ));
+    assert!(
+        matches!(err, ConfigError::HookWithTwoActions { ref key } if key == "backends[1].reset")
+    );
+}
+
+#[test]
+fn rejects_empty_reset_command() {
+    for bad in ["", "  "] {
+        let err = err(&backup_with_reset(&format!("{{ command = \"{bad}\" }}")));
+        assert!(
+            matches!(err, ConfigError::EmptyValue { ref key, .. } if key == "backends[1].reset.command"),
+            "{bad:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn rejects_invalid_reset_request() {
+    for bad in [
+        "",
+        "/admin/reset",
+        "POST admin/reset",
+        "POST|DELETE /admin/reset",
+        "* /admin/reset",
+        "PO(ST /admin/reset",
+        "POST /admin/reset now",
+        "POST /admin#reset",
+    ] {
+        let err = err(&backup_with_reset(&format!("{{ request = \"{bad}\" }}")));
+        assert!(
+            matches!(err, ConfigError::InvalidHookRequest { ref key, ref value, .. }
+                if key == "backends[1].reset.request" && value == bad),
+            "{bad:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn rejects_unknown_hook_key() {
+    let err = err(&backup_with_reset(r#"{ cmd = "true" }"#));
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+}
+
+#[test]
+fn parses_checkpoint_hooks() {
+    let config = load(
+        "[checkpoint]\nexport = { request = \"POST /admin/export\" }\n\
+         import = { command = \"restore.sh\" }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.checkpoint.export,
+        Some(Hook::Request {
+            method: "POST".to_owned(),
+            path: "/admin/export".to_owned()
+        })
+    );
+    assert_eq!(
+        config.checkpoint.import,
+        Some(Hook::Command("restore.sh".to_owned()))
+    );
+}
+
+#[test]
+fn rejects_checkpoint_export_without_import() {
+    let err = err("[checkpoint]\nexport = { command = \"dump.sh\" }\n");
+    assert!(matches!(
+        err,
+        ConfigError::MissingCheckpointHook { ref key, ref present }
+            if key == "checkpoint.import" && present == "checkpoint.export"
+    ));
+}
+
+#[test]
+fn rejects_checkpoint_import_without_export() {
+    let err = err("[checkpoint]\nimport = { command = \"restore.sh\" }\n");
+    assert!(matches!(
+        err,
+        ConfigError::MissingCheckpointHook { ref key, ref present }
+            if key == "checkpoint.export" && present == "checkpoint.import"
+    ));
+}
+
+#[test]
+fn rejects_invalid_checkpoint_hook() {
+    let bad_request =
+        err("[checkpoint]\nexport = { request = \"POST export\" }\nimport = { command = \"x\" }\n");
+    assert!(matches!(
+        bad_request,
+        ConfigError::InvalidHookRequest { ref key, .. } if key == "checkpoint.export.request"
+    ));
+    let no_action = err("[checkpoint]\nexport = { command = \"x\" }\nimport = {}\n");
+    assert!(matches!(
+        no_action,
+        ConfigError::HookWithoutAction { ref key } if key == "checkpoint.import"
+    ));
+}
+
+// --- [catchup], [events], [log] ------------------------------------------------------------------
+
+#[test]
+fn rejects_catchup_numbers_out_of_range() {
+    for (key, bad) in [
+        ("fence_lag", "0"),
+        ("concurrency", "0"),
+        ("concurrency", "257"),
+        ("batch", "0"),
+        ("batch", "10001"),
+    ] {
+        let err = err(&format!("[catchup]\n{key} = {bad}\n"));
+        let expected = format!("catchup.{key}");
+        assert!(
+            matches!(err, ConfigError::InvalidNumber { key: ref k, ref value, .. }
+                if k == &expected && value == bad),
+            "{key} = {bad}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn accepts_catchup_bounds() {
+    let config = load("[catchup]\nfence_lag = 1\nconcurrency = 256\nbatch = 10000\n").unwrap();
+    assert_eq!(config.catchup.fence_lag, 1);
+    assert_eq!(config.catchup.concurrency, 256);
+    assert_eq!(config.catchup.batch, 10_000);
+}
+
+#[test]
+fn rejects_invalid_webhook() {
+    for bad in [
+        "https://hooks.example.com/lockstep",
+        "hooks.example.com/lockstep",
+        "http://127.0.0.1:9100/events#x",
+        "mailto:ops@example.com",
+    ] {
+        let err = err(&format!("[events]\nwebhook = \"{bad}\"\n"));
+        assert!(
+            matches!(err, ConfigError::InvalidWebhookUrl { ref key, ref value, .. }
+                if key == "events.webhook" && value == bad),
+            "{bad:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn accepts_webhook_with_query() {
+    let config = load("[events]\nwebhook = \"http://hooks.internal/lockstep?token=x\"\n").unwrap();
+    let url = config.events.webhook.unwrap();
+    assert_eq!(url.host_str(), Some("hooks.internal"));
+    assert_eq!(url.query(), Some("token=x"));
+}
+
+#[test]
+fn rejects_zero_webhook_timeout() {
+    let err = err("[events]\nwebhook_timeout = \"0ms\"\n");
+    assert!(
+        matches!(err, ConfigError::ZeroDuration { ref key } if key == "events.webhook_timeout")
+    );
+}
+
+#[test]
+fn rejects_too_many_webhook_retries() {
+    let err = err("[events]\nwebhook_retries = 101\n");
+    assert!(matches!(
+        err,
+        ConfigError::InvalidNumber { ref key, ref value, .. }
+            if key == "events.webhook_retries" && value == "101"
+    ));
+    assert_eq!(
+        load("[events]\nwebhook_retries = 0\n")
+            .unwrap()
+            .events
+            .webhook_retries,
+        0
+    );
+}
+
+#[test]
+fn rejects_empty_log_level() {
+    let err = err("[log]\nlevel = \" \"\n");
+    assert!(matches!(err, ConfigError::EmptyValue { ref key, .. } if key == "log.level"));
+}
+
+#[test]
+fn rejects_unknown_log_format() {
+    let err = err("[log]\nformat = \"yaml\"\n");
+    assert!(
+        matches!(err, ConfigError::Syntax { ref key, .. } if key.as_deref() == Some("log.format")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn parses_log() {
+    let config =
+        load("[log]\nformat = \"json\"\nlevel = \"warn,lockstep_gateway=debug\"\n").unwrap();
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.log.level, "warn,lockstep_gateway=debug");
 }
 
 // --- [[routes]] -------------------------------------------------------------------------------
@@ -444,6 +774,17 @@ fn every_error_names_its_key_in_its_message() {
         "[replication]\nbackup_timeout = \"0s\"\n",
         "[[routes]]\nmatch = \"GET /{}\"\n",
         "[[verify.probes]]\nrequest = \"GET\"\n",
+        "[admin]\ntoken_file = \"t\"\ntoken_env = \"T\"\n",
+        "[admin]\ntoken_env = \"1\"\n",
+        "[gateway]\nmax_in_flight = 0\n",
+        "[catchup]\nconcurrency = 0\n",
+        "[events]\nwebhook = \"ftp://x\"\n",
+        "[log]\nlevel = \"\"\n",
+        "[checkpoint]\nexport = { command = \"x\" }\n",
+        "[checkpoint]\nimport = { command = \"x\" }\nexport = { request = \"x\" }\n",
+        "[checkpoint]\nexport = {}\n",
+        "[checkpoint]\nexport = { command = \"x\", request = \"POST /\" }\n",
+        "[checkpoint]\nexport = { command = \"\" }\n",
     ];
     for extra in cases {
         let err = err(extra);

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 /// Starts a gateway with `config_toml` on fresh loopback ports.
 pub fn start_gateway(config_toml: &str) -> Running {
-    start_gateway_with(config_toml, |config| Gateway::new(config))
+    start_gateway_with(config_toml, |config| Gateway::new(config).unwrap())
 }
 
 /// Starts a gateway built by `build` from the parsed `config_toml`.
