@@ -307,9 +307,9 @@ impl Run<'_> {
             EntryState::Committed(committed) => {
                 let extra = super::replicator::context_headers(entry.seq, entry.time);
                 let answer = r
-                    .transport()
-                    .send(
+                    .dispatch(
                         &self.backend,
+                        entry.seq,
                         &entry.request,
                         &extra,
                         r.config().backup_timeout,
@@ -331,6 +331,10 @@ impl Run<'_> {
             }
         }
         self.backend.mark_acked(entry.seq);
+        if matches!(entry.state, EntryState::Committed(_)) {
+            // Lets a restarted gateway know this backend has it.
+            let _ = r.journal().record_ack(entry.seq, &self.backend.name).await;
+        }
         self.replayed += 1;
         self.next = entry.seq + 1;
         if self.replayed % 64 == 0 {

@@ -15,7 +15,10 @@ mod hooks;
 mod lane;
 mod pool;
 mod probes;
+mod recovery;
 mod replicator;
+#[cfg(test)]
+mod testing;
 mod transport;
 mod watermark;
 
@@ -27,6 +30,7 @@ pub use health::{HealthChecker, HealthTracker};
 pub use hooks::run_hook;
 pub use pool::{Backend, BackendState, BackendStatus, Pool, PoolStatus};
 pub use probes::{ProbeDifference, compare_views};
+pub use recovery::RecoveryReport;
 pub use replicator::{Committed, ReplicationError, Replicator, Submission, SwitchoverError};
 pub use transport::{Transport, TransportError};
 pub use watermark::Watermark;

@@ -35,6 +35,9 @@ use crate::watermark::Watermark;
 
 mod failover;
 
+/// Abort reasons of requests that certainly reached no backend start with this.
+pub(crate) const NOT_DELIVERED: &str = "not delivered: ";
+
 pub use failover::SwitchoverError;
 
 /// A logical request, classified, ready to be sequenced.
@@ -138,7 +141,7 @@ pub struct Replicator {
     primary_lost: watch::Sender<u64>,
     /// One topology change at a time (failover, switchover, join).
     pub(crate) topology_change: tokio::sync::Mutex<()>,
-    epoch: AtomicU64,
+    pub(crate) epoch: AtomicU64,
     persist: tokio::sync::Mutex<()>,
     /// Itself, for background work started from `&self`.
     me: std::sync::Weak<Replicator>,
@@ -399,11 +402,13 @@ impl Replicator {
         drop(release);
 
         let outcome = self
-            .send_to_primary(&primary, primary_ticket, &request, &extra)
+            .send_to_primary(&primary, primary_ticket, &request, &extra, seq)
             .await;
         let response = match outcome {
             Ok(response) => {
-                primary.mark_acked(seq);
+                // Journaled before any backup may see the request: after a crash, a request
+                // without the primary's ack was certainly not sent to a backup.
+                self.record_primary_answer(&primary, seq, &response).await?;
                 primary_tx.send_replace(Some(Ok(response.clone())));
                 response
             }
@@ -430,8 +435,6 @@ impl Replicator {
                     .await);
             }
         };
-        self.journal.record_response(seq, response.clone()).await?;
-
         let (mut acked, mut out) = (0usize, 0usize);
         while acked < self.required_acks(participants.len() - out) {
             match vote_rx.recv().await {
@@ -457,6 +460,7 @@ impl Replicator {
         ticket: Ticket,
         request: &RequestRecord,
         extra: &[Header],
+        seq: Seq,
     ) -> Result<ResponseRecord, TransportError> {
         let mut lost = self.primary_lost.subscribe();
         let generation = *lost.borrow_and_update();
@@ -474,7 +478,7 @@ impl Replicator {
             ));
         }
         let outcome = tokio::select! {
-            r = self.transport.send(primary, request, extra, self.config.primary_timeout) => r,
+            r = self.dispatch(primary, seq, request, extra, self.config.primary_timeout) => r,
             _ = &mut lost_since => Err(TransportError::Exchange("the primary was declared lost".into())),
         };
         drop(ticket);
@@ -560,7 +564,11 @@ impl Replicator {
         seq: Seq,
         error: TransportError,
     ) -> ReplicationError {
-        let reason = error.to_string();
+        let reason = if error.not_delivered() {
+            format!("{NOT_DELIVERED}{error}")
+        } else {
+            error.to_string()
+        };
         let processed = processed.lock().clone();
         for b in participants {
             if processed.contains_key(&b.name) {
@@ -614,13 +622,43 @@ impl Replicator {
         }
     }
 
+    /// Sends `request` to `backend`, journaling first that it was sent (so that after a crash a
+    /// request never sent is told from one whose outcome is unknown).
+    pub(crate) async fn dispatch(
+        &self,
+        backend: &Backend,
+        seq: Seq,
+        request: &RequestRecord,
+        extra: &[Header],
+        timeout: std::time::Duration,
+    ) -> Result<ResponseRecord, TransportError> {
+        if let Err(e) = self.journal.record_dispatch(seq, &backend.name).await {
+            return Err(TransportError::Connect(format!(
+                "the journal refused the dispatch record: {e}"
+            )));
+        }
+        self.transport.send(backend, request, extra, timeout).await
+    }
+
+    /// The primary answered `seq`: its response and its ack go to the journal.
+    pub(crate) async fn record_primary_answer(
+        &self,
+        primary: &Backend,
+        seq: Seq,
+        response: &ResponseRecord,
+    ) -> Result<(), JournalError> {
+        primary.mark_acked(seq);
+        self.journal.record_response(seq, response.clone()).await?;
+        self.journal.record_ack(seq, &primary.name).await
+    }
+
     fn resolve(&self, seq: Seq) {
         self.resolved.lock().mark(seq);
     }
 
     /// Compares a backup's answer with the primary's; ejects it (or only logs) on a difference.
     /// Returns whether it counts as an ack.
-    async fn judge(
+    pub(crate) async fn judge(
         &self,
         backup: &Backend,
         seq: Seq,
@@ -739,9 +777,9 @@ impl BackupTask {
             return Vote::Skipped;
         }
         let sent = r
-            .transport
-            .send(
+            .dispatch(
                 &self.backup,
+                self.seq,
                 &self.request,
                 &self.extra,
                 r.config.backup_timeout,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use lockstep_backends::{Clock, HealthChecker, Pool, Replicator, SystemClock};
 use lockstep_classifiers::Classifier;
 use lockstep_config::Config;
-use lockstep_journal::MemoryJournal;
+use lockstep_config::FsyncMode;
+use lockstep_journal::{Durability, FileJournal, Journal};
 use pingora::prelude::background_service;
 use pingora::proxy::{HttpProxy, http_proxy_service_with_name};
 use pingora::server::configuration::ServerConf;
@@ -45,9 +46,30 @@ impl Gateway {
             io,
         };
         let pool = Arc::new(Pool::new(&config.backends));
-        let journal = Arc::new(MemoryJournal::new());
+        let durability = match config.journal.fsync {
+            FsyncMode::Always => Durability::Always,
+            FsyncMode::Batch => Durability::Batch,
+            FsyncMode::Never => Durability::Never,
+        };
+        let journal = FileJournal::open(&config.journal.dir, durability).map_err(|source| {
+            StartError::Journal {
+                dir: config.journal.dir.display().to_string(),
+                source,
+            }
+        })?;
+        // The roles and states of the last run apply before anything is served, reads included.
+        let topology = block_on(journal.load_topology()).map_err(|source| StartError::Journal {
+            dir: config.journal.dir.display().to_string(),
+            source,
+        })?;
+        let journal: Arc<dyn Journal> = Arc::new(journal);
         let transport = Arc::new(PingoraTransport::new(timeouts.clone()));
         let replicator = Replicator::new(pool, journal, transport, repl.clone(), clock);
+        if let Some(topology) = &topology {
+            replicator.restore(topology);
+        }
+        // Logical requests wait until the journal is recovered (see `recover`).
+        replicator.fence();
         let classifier = Classifier::new(config.routes.clone());
         let read_timeouts = PeerTimeouts {
             connect: repl.connect_timeout,
@@ -126,7 +148,7 @@ impl Gateway {
         proxy.add_tcp(&config.gateway.listen.to_string());
         let mut admin = self.admin_service();
         admin.add_tcp(&config.admin.listen.to_string());
-        let health = background_service("health", HealthTask(self.health_checker()));
+        let health = background_service("health", HealthTask(self.health_checker(), self.clone()));
         server.add_service(proxy);
         server.add_service(admin);
         server.add_service(health);
@@ -164,6 +186,10 @@ impl Gateway {
                 svc.start_service(Some(fds), stopped, 1).await
             }));
         }
+        let recovering = self.clone();
+        tasks.push(tokio::spawn(
+            async move { recover_logged(&recovering).await },
+        ));
         let checker = self.health_checker();
         let stopped_health = stopped.clone();
         tasks.push(tokio::spawn(
@@ -191,6 +217,49 @@ pub enum StartError {
     EmptyTokenFile(String),
     #[error("admin.token_env = {0}: the environment variable is not set or empty")]
     TokenEnv(String),
+    #[error("cannot open the journal in journal.dir = {dir}: {source}")]
+    Journal {
+        dir: String,
+        source: lockstep_journal::JournalError,
+    },
+}
+
+async fn recover_logged(gateway: &Gateway) {
+    match gateway.recover().await {
+        Ok(report) => info!(
+            last_seq = report.last_seq,
+            resumed = ?report.resumed,
+            aborted = ?report.aborted,
+            suspects = ?report.suspects,
+            primary = %report.primary,
+            "journal recovered; admitting requests"
+        ),
+        Err(e) => tracing::error!(error = %e, "journal recovery failed; admitting requests anyway"),
+    }
+}
+
+/// Runs a start-up future to completion in place. Only for journal reads, which never wait on a
+/// runtime (they read the journal's in-memory index and its files), so this works inside or
+/// outside a tokio runtime.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    futures::executor::block_on(f)
+}
+
+impl Gateway {
+    /// Finishes what the journal holds unfinished, then opens admission. Reads are served
+    /// meanwhile; logical requests wait.
+    pub async fn recover(
+        &self,
+    ) -> Result<lockstep_backends::RecoveryReport, lockstep_journal::JournalError> {
+        let classifier = &self.shared.classifier;
+        let compare = |request: &lockstep_journal::RequestRecord| {
+            let class = classifier.classify(&request.method, &request.uri, &http::HeaderMap::new());
+            classifier.compare_rule(&class).clone()
+        };
+        let report = self.shared.replicator.recover(&compare).await;
+        self.shared.replicator.unfence();
+        report
+    }
 }
 
 fn admin_token(config: &Config) -> Result<Option<String>, StartError> {
@@ -257,11 +326,13 @@ fn adopt(fds: &ListenFds, listener: TcpListener) -> std::io::Result<SocketAddr> 
     Ok(addr)
 }
 
-struct HealthTask(HealthChecker);
+/// Recovers the journal, then runs the health checks, on one background runtime.
+struct HealthTask(HealthChecker, Gateway);
 
 #[async_trait::async_trait]
 impl BackgroundService for HealthTask {
     async fn start(&self, shutdown: ShutdownWatch) {
+        recover_logged(&self.1).await;
         self.0.run(shutdown).await;
     }
 }

@@ -5,9 +5,11 @@
 //! nothing about HTTP servers or pingora; records are plain bytes and strings.
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+mod file;
 mod memory;
 mod record;
 
+pub use file::{Durability, FileJournal, FileJournalOptions};
 pub use memory::MemoryJournal;
 pub use record::{
     BackendRecord, Entry, EntryState, Header, IdempotencyKey, JournalError, RequestRecord,
@@ -28,6 +30,9 @@ pub trait Journal: Send + Sync + std::fmt::Debug + 'static {
     /// Records the primary's response for `seq` (before the backups have acknowledged it).
     async fn record_response(&self, seq: Seq, response: ResponseRecord)
     -> Result<(), JournalError>;
+    /// Records that `seq` is about to be sent to `backend` (a hint, like acks: not waited on for
+    /// an fsync).
+    async fn record_dispatch(&self, seq: Seq, backend: &str) -> Result<(), JournalError>;
     /// Records that `backend` processed `seq` and its response matched the primary's.
     async fn record_ack(&self, seq: Seq, backend: &str) -> Result<(), JournalError>;
     /// Marks `seq` committed with the response the client receives.

@@ -2,8 +2,8 @@
 //! deployments that accept losing the history on a gateway restart.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::SystemTime;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -59,6 +59,10 @@ impl Journal for MemoryJournal {
                 e.state = EntryState::Answered(response);
             }
         })
+    }
+
+    async fn record_dispatch(&self, seq: Seq, backend: &str) -> Result<(), JournalError> {
+        self.update(seq, |e| e.dispatched.push(backend.to_owned()))
     }
 
     async fn record_ack(&self, seq: Seq, backend: &str) -> Result<(), JournalError> {

@@ -86,6 +86,9 @@ pub struct Entry {
     pub state: EntryState,
     /// Names of the backends that acknowledged it, in acknowledgement order.
     pub acks: Vec<String>,
+    /// Names of the backends it was sent to (before their answer): with `acks`, this tells a
+    /// request never sent from one whose outcome is unknown.
+    pub dispatched: Vec<String>,
     pub idempotency: Option<IdempotencyKey>,
 }
 
@@ -98,6 +101,7 @@ impl Entry {
             request,
             state: EntryState::Pending,
             acks: Vec::new(),
+            dispatched: Vec::new(),
             idempotency: None,
         }
     }
@@ -137,4 +141,8 @@ pub enum JournalError {
     Io(#[from] std::io::Error),
     #[error("the journal in {path} is damaged: {detail}")]
     Corrupt { path: String, detail: String },
+    #[error("the journal in {path} is in use by another process (its lock file is held)")]
+    InUse { path: String },
+    #[error("the journal stopped writing after a failure: {detail}")]
+    WriterStopped { detail: String },
 }

@@ -91,7 +91,7 @@ impl Replicator {
     }
 
     /// The in-sync backup with the highest acknowledged seq; config order breaks ties.
-    fn choose_successor(&self) -> Option<Arc<Backend>> {
+    pub(crate) fn choose_successor(&self) -> Option<Arc<Backend>> {
         let mut best: Option<Arc<Backend>> = None;
         for b in self.pool.backups() {
             if b.state() != BackendState::InSync {
@@ -120,8 +120,13 @@ impl Replicator {
             let response = match earlier {
                 Some(r) => r,
                 None => match self
-                    .transport
-                    .send(primary, &p.request, &p.extra, self.config.primary_timeout)
+                    .dispatch(
+                        primary,
+                        p.seq,
+                        &p.request,
+                        &p.extra,
+                        self.config.primary_timeout,
+                    )
                     .await
                 {
                     Ok(r) => r,
@@ -132,9 +137,8 @@ impl Replicator {
                     }
                 },
             };
-            primary.mark_acked(p.seq);
-            if let Err(e) = self.journal.record_response(p.seq, response.clone()).await {
-                warn!(seq = p.seq, error = %e, "journal could not record a response");
+            if let Err(e) = self.record_primary_answer(primary, p.seq, &response).await {
+                warn!(seq = p.seq, error = %e, "journal could not record the primary's answer");
             }
             for backup in self.pool.backups() {
                 if backup.state() != BackendState::InSync {
@@ -144,9 +148,14 @@ impl Replicator {
                 let answer = match earlier {
                     Some(r) => Ok(r),
                     None => {
-                        self.transport
-                            .send(&backup, &p.request, &p.extra, self.config.backup_timeout)
-                            .await
+                        self.dispatch(
+                            &backup,
+                            p.seq,
+                            &p.request,
+                            &p.extra,
+                            self.config.backup_timeout,
+                        )
+                        .await
                     }
                 };
                 match answer {

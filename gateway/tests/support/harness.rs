@@ -25,6 +25,18 @@ pub fn start_gateway(config_toml: &str) -> Running {
 
 /// Starts a gateway built by `build` from the parsed `config_toml`.
 pub fn start_gateway_with(config_toml: &str, build: impl FnOnce(Config) -> Gateway) -> Running {
+    let mut config_toml = config_toml.to_owned();
+    if !config_toml.contains("[journal]") {
+        // Every gateway gets its own journal; the directory outlives the test process' view of
+        // it only as long as the machine's temp cleaning allows.
+        let dir = tempfile::Builder::new()
+            .prefix("lockstep-test-journal-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        config_toml = format!("[journal]\ndir = \"{}\"\n{config_toml}", dir.display());
+    }
+    let config_toml = config_toml.as_str();
     let config = Config::from_toml_str(config_toml)
         .unwrap_or_else(|e| panic!("test config: {e}\n{config_toml}"));
     let gw = TcpListener::bind("127.0.0.1:0").unwrap();

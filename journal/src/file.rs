@@ -1,0 +1,417 @@
+//! The durable journal: records appended to segment files in one directory, with group commit.
+//!
+//! Layout of `$DIR`: `LOCK` (held with `flock` while a journal is open) and
+//! `segment-NNNNNNNNNNNNNNNNNNNN.log` files numbered from 0. Each segment starts with a versioned
+//! header and holds length-prefixed, CRC32-checked records (see `codec`). The whole history is
+//! replayed into a small in-memory index on open; bodies are read back from disk on demand.
+//!
+//! This module owns opening, recovery and reads; `writer` owns the write path.
+
+mod codec;
+mod index;
+mod segment;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+use tracing::warn;
+
+use crate::{Entry, EntryState, Journal, JournalError, ResponseRecord, Seq, Topology};
+use codec::Record;
+use index::{Change, Index, Loc, StateAt};
+use segment::Tail;
+use writer::{Request, Shared, Writer};
+
+/// When a write counts as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `append`, `commit`, `abort` and `expire_keys` return after an fsync covering their record.
+    /// Concurrent calls share one fsync (group commit). Survives power loss.
+    Always,
+    /// Calls return once their record is written to the operating system; the writer fsyncs in
+    /// the background at the latest one batch interval (2 ms by default) after the first write
+    /// not yet synced. Survives the gateway process being killed; a power loss or kernel crash
+    /// can take back at most the last interval. The topology is still fsynced before replying.
+    #[default]
+    Batch,
+    /// Records are written to the operating system and never fsynced (except the topology).
+    /// Survives the gateway process being killed, not a power loss or kernel crash.
+    Never,
+}
+
+/// Tuning for [`FileJournal::open_with`]; [`FileJournalOptions::new`] gives the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileJournalOptions {
+    pub durability: Durability,
+    /// Under [`Durability::Batch`], the longest a written record waits for its fsync.
+    pub batch_interval: Duration,
+    /// A segment that reached this size is sealed and a new one started. Records never span
+    /// segments, so one record may take a segment past it.
+    pub segment_bytes: u64,
+}
+
+impl FileJournalOptions {
+    pub fn new(durability: Durability) -> Self {
+        FileJournalOptions {
+            durability,
+            batch_interval: Duration::from_millis(2),
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The durable [`Journal`]: see the module documentation and `docs/journal.md`.
+#[derive(Debug)]
+pub struct FileJournal {
+    shared: Arc<Shared>,
+    /// `None` only while dropping, to stop the writer.
+    tx: Option<Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    /// Held (with its `flock`) for as long as the journal is open.
+    _lock: File,
+}
+
+impl FileJournal {
+    /// Opens (or creates) the journal in `dir` and recovers its history. Blocking: call it at
+    /// startup or from `spawn_blocking`.
+    ///
+    /// A torn last record (a crash in the middle of a write) is cut away with a warning; any
+    /// other damage is [`JournalError::Corrupt`]. Another open journal on `dir`, in this process
+    /// or another, is [`JournalError::InUse`].
+    pub fn open(dir: &Path, durability: Durability) -> Result<FileJournal, JournalError> {
+        Self::open_with(dir, FileJournalOptions::new(durability))
+    }
+
+    /// [`FileJournal::open`] with explicit options.
+    pub fn open_with(dir: &Path, options: FileJournalOptions) -> Result<FileJournal, JournalError> {
+        std::fs::create_dir_all(dir)?;
+        let lock = lock_dir(dir)?;
+
+        let mut numbers = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            let name = item?.file_name();
+            if let Some(n) = name.to_str().and_then(segment::parse_file_name) {
+                numbers.push(n);
+            }
+        }
+        numbers.sort_unstable();
+        if let Some(w) = numbers.windows(2).find(|w| w[1] != w[0] + 1) {
+            return Err(JournalError::Corrupt {
+                path: dir.display().to_string(),
+                detail: format!("segment {} is missing", w[0] + 1),
+            });
+        }
+
+        let mut index = Index::default();
+        let mut segments = BTreeMap::new();
+        let mut last: Option<(u64, File, u64)> = None;
+        for (i, &number) in numbers.iter().enumerate() {
+            let is_last = i + 1 == numbers.len();
+            let path = segment::path(dir, number);
+            let file = OpenOptions::new().read(true).write(is_last).open(&path)?;
+            let len = recover_segment(&path, &file, number, is_last, &mut index)?;
+            if is_last {
+                last = Some((number, file.try_clone()?, len));
+            }
+            segments.insert(number, Arc::new(file));
+        }
+        let (segment, file, len) = match last {
+            Some((number, file, len)) => (number, Arc::new(file), len),
+            None => {
+                let file = Arc::new(writer::create_segment(dir, 0)?);
+                segments.insert(0, file.clone());
+                (0, file, segment::HEADER_LEN)
+            }
+        };
+        writer::sync_dir(dir)?;
+
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            index: Mutex::new(index),
+            segments: RwLock::new(segments),
+            syncs: AtomicU64::new(0),
+            failure: Mutex::new(None),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = Writer {
+            shared: shared.clone(),
+            rx,
+            durability: options.durability,
+            batch_interval: options.batch_interval,
+            segment_bytes: options.segment_bytes,
+            file,
+            segment,
+            len,
+        };
+        let writer = std::thread::Builder::new()
+            .name("lockstep-journal".into())
+            .spawn(move || writer.run())?;
+        Ok(FileJournal {
+            shared,
+            tx: Some(tx),
+            writer: Some(writer),
+            _lock: lock,
+        })
+    }
+
+    /// The directory this journal lives in.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// How many fsyncs the journal issued since it was opened (for metrics and tests).
+    pub fn sync_count(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    async fn submit(&self, frame: Vec<u8>, change: Change) -> Result<usize, JournalError> {
+        let stopped = || JournalError::WriterStopped {
+            detail: "the writer thread is gone".to_owned(),
+        };
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or_else(stopped)?;
+        tx.send(Request {
+            frame,
+            change,
+            reply,
+        })
+        .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    fn read(&self, loc: Loc) -> Result<Record, JournalError> {
+        let file = self.shared.segments.read().get(&loc.segment).cloned();
+        let path = || segment::path(&self.shared.dir, loc.segment);
+        let corrupt = |detail: String| JournalError::Corrupt {
+            path: path().display().to_string(),
+            detail: format!("at offset {}: {detail}", loc.offset),
+        };
+        let file = file.ok_or_else(|| corrupt("segment is not open".into()))?;
+        let mut buf = vec![0; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset)?;
+        let body = codec::frame_body(&buf).map_err(|e| corrupt(e.to_string()))?;
+        codec::decode(body).map_err(corrupt)
+    }
+
+    /// Reads an entry back from disk and puts its current state and acks on it.
+    fn load(&self, meta: &index::Meta) -> Result<Entry, JournalError> {
+        let unexpected = |loc: Loc| JournalError::Corrupt {
+            path: segment::path(&self.shared.dir, loc.segment)
+                .display()
+                .to_string(),
+            detail: format!("at offset {}: not the record the index expects", loc.offset),
+        };
+        let Record::Append(entry) = self.read(meta.append)? else {
+            return Err(unexpected(meta.append));
+        };
+        let mut entry = *entry;
+        entry.state = match meta.state {
+            StateAt::Pending | StateAt::InAppend => entry.state,
+            StateAt::Answered(loc) => match self.read(loc)? {
+                Record::Response { response, .. } => EntryState::Answered(response),
+                _ => return Err(unexpected(loc)),
+            },
+            StateAt::Committed(loc) => match self.read(loc)? {
+                Record::Commit { response, .. } => EntryState::Committed(response),
+                _ => return Err(unexpected(loc)),
+            },
+            StateAt::Aborted(loc) => match self.read(loc)? {
+                Record::Abort { reason, .. } => EntryState::Aborted(reason),
+                _ => return Err(unexpected(loc)),
+            },
+        };
+        entry.acks = meta.acks.iter().map(|a| a.to_string()).collect();
+        entry.dispatched = meta.dispatched.iter().map(|a| a.to_string()).collect();
+        Ok(entry)
+    }
+}
+
+impl Drop for FileJournal {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish what is queued and exit; the lock file is
+        // released only after that.
+        self.tx = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Takes the journal's lock file, or fails with [`JournalError::InUse`].
+fn lock_dir(dir: &Path) -> Result<File, JournalError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(JournalError::InUse {
+            path: dir.display().to_string(),
+        }),
+        Err(e) => Err(io::Error::from(e).into()),
+    }
+}
+
+/// Replays one segment into `index`; returns its valid length (after cutting a torn tail).
+fn recover_segment(
+    path: &PathBuf,
+    file: &File,
+    number: u64,
+    is_last: bool,
+    index: &mut Index,
+) -> Result<u64, JournalError> {
+    let buf = std::fs::read(path)?;
+    let tail = segment::scan(&buf, is_last, |offset, len, record| {
+        let loc = Loc {
+            segment: number,
+            offset,
+            len,
+        };
+        index.apply(Change::of_record(record), loc, true).map(drop)
+    })
+    .map_err(|damage| JournalError::Corrupt {
+        path: path.display().to_string(),
+        detail: format!("at offset {}: {}", damage.offset, damage.detail),
+    })?;
+    match tail {
+        Tail::Clean => Ok(buf.len() as u64),
+        Tail::TornHeader => {
+            warn!(path = %path.display(), "journal segment header is torn; rewriting it");
+            file.set_len(0)?;
+            file.write_all_at(&segment::header(), 0)?;
+            file.sync_all()?;
+            Ok(segment::HEADER_LEN)
+        }
+        Tail::Torn { valid_len, reason } => {
+            warn!(
+                path = %path.display(),
+                offset = valid_len,
+                cut = buf.len() as u64 - valid_len,
+                reason = %reason,
+                "journal ends in a torn record (a crash during a write); cutting it away"
+            );
+            file.set_len(valid_len)?;
+            file.sync_all()?;
+            Ok(valid_len)
+        }
+    }
+}
+
+#[async_trait]
+impl Journal for FileJournal {
+    async fn append(&self, entry: Entry) -> Result<(), JournalError> {
+        let frame = codec::encode_append(&entry);
+        let change = Change::Append {
+            seq: entry.seq,
+            time: entry.time,
+            key: entry.idempotency.map(|k| k.scoped),
+            acks: entry.acks,
+            pending: matches!(entry.state, EntryState::Pending),
+        };
+        self.submit(frame, change).await.map(drop)
+    }
+
+    async fn record_response(
+        &self,
+        seq: Seq,
+        response: ResponseRecord,
+    ) -> Result<(), JournalError> {
+        let frame = codec::encode_response(seq, &response);
+        self.submit(frame, Change::Response(seq)).await.map(drop)
+    }
+
+    async fn record_dispatch(&self, seq: Seq, backend: &str) -> Result<(), JournalError> {
+        let frame = codec::encode_dispatch(seq, backend);
+        self.submit(frame, Change::Dispatch(seq, backend.to_owned()))
+            .await
+            .map(drop)
+    }
+
+    async fn record_ack(&self, seq: Seq, backend: &str) -> Result<(), JournalError> {
+        let frame = codec::encode_ack(seq, backend);
+        self.submit(frame, Change::Ack(seq, backend.to_owned()))
+            .await
+            .map(drop)
+    }
+
+    async fn commit(&self, seq: Seq, response: ResponseRecord) -> Result<(), JournalError> {
+        let frame = codec::encode_commit(seq, &response);
+        self.submit(frame, Change::Commit(seq)).await.map(drop)
+    }
+
+    async fn abort(&self, seq: Seq, reason: String) -> Result<(), JournalError> {
+        let frame = codec::encode_abort(seq, &reason);
+        self.submit(frame, Change::Abort(seq)).await.map(drop)
+    }
+
+    async fn read_from(&self, from: Seq, limit: usize) -> Result<Vec<Entry>, JournalError> {
+        // Stop at the first entry whose append is not yet durable: a reader (catch-up) must
+        // never see a request that a crash could still take back.
+        let metas: Vec<index::Meta> = {
+            let index = self.shared.index.lock();
+            index
+                .entries
+                .range(from..)
+                .take(limit)
+                .take_while(|(_, m)| m.durable)
+                .map(|(_, m)| m.clone())
+                .collect()
+        };
+        metas.iter().map(|m| self.load(m)).collect()
+    }
+
+    async fn get(&self, seq: Seq) -> Result<Option<Entry>, JournalError> {
+        let meta = self.shared.index.lock().durable(seq).cloned();
+        meta.map(|m| self.load(&m)).transpose()
+    }
+
+    fn last_seq(&self) -> Seq {
+        self.shared.index.lock().last_seq
+    }
+
+    async fn find_key(&self, scoped: &str) -> Result<Option<Entry>, JournalError> {
+        let meta = {
+            let index = self.shared.index.lock();
+            index
+                .keys
+                .get(scoped)
+                .and_then(|seq| index.durable(*seq))
+                .cloned()
+        };
+        meta.map(|m| self.load(&m)).transpose()
+    }
+
+    async fn expire_keys(&self, before: SystemTime) -> Result<usize, JournalError> {
+        let frame = codec::encode_expire_keys(before);
+        self.submit(frame, Change::ExpireKeys(before)).await
+    }
+
+    async fn save_topology(&self, topology: &Topology) -> Result<(), JournalError> {
+        let frame = codec::encode_topology(topology);
+        self.submit(frame, Change::Topology(topology.clone()))
+            .await
+            .map(drop)
+    }
+
+    async fn load_topology(&self) -> Result<Option<Topology>, JournalError> {
+        Ok(self.shared.index.lock().topology.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,314 @@
+//! The file journal's single writer thread and its group commit.
+//!
+//! Callers encode their record, send it here and wait for the reply. The thread takes whatever
+//! is queued, checks it against the index and writes it with one `pwrite`. Under `Always` it then
+//! issues one `fdatasync` for the whole batch before replying (group commit). Under `Batch` it
+//! replies once the batch is written and fsyncs in the background, at the latest one interval
+//! after the first unsynced write: a power loss can take back at most that interval, a killed
+//! process nothing. Topology records are always fsynced before their reply.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use super::index::{Change, Index, Loc};
+use super::{Durability, segment};
+use crate::JournalError;
+
+/// State shared by the journal handle (readers) and the writer thread.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) dir: PathBuf,
+    pub(super) index: Mutex<Index>,
+    /// Segment number → file, for reading records back.
+    pub(super) segments: RwLock<BTreeMap<u64, Arc<File>>>,
+    pub(super) syncs: AtomicU64,
+    /// Set once a write or fsync failed: the file's state is then unknown, so nothing more is
+    /// written (retrying an fsync after a failure can report success for lost data).
+    pub(super) failure: Mutex<Option<String>>,
+}
+
+/// The result a caller receives: for [`Change::ExpireKeys`], how many keys were forgotten.
+pub(super) type Reply = oneshot::Sender<Result<usize, JournalError>>;
+
+pub(super) struct Request {
+    pub(super) frame: Vec<u8>,
+    pub(super) change: Change,
+    pub(super) reply: Reply,
+}
+
+/// A change written to the file whose caller waits for the next fsync.
+struct Waiting {
+    change: Change,
+    loc: Loc,
+    reply: Reply,
+}
+
+pub(super) struct Writer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) rx: Receiver<Request>,
+    pub(super) durability: Durability,
+    pub(super) batch_interval: Duration,
+    pub(super) segment_bytes: u64,
+    /// The segment being appended to, its number and its length.
+    pub(super) file: Arc<File>,
+    pub(super) segment: u64,
+    pub(super) len: u64,
+}
+
+impl Writer {
+    /// Runs until every journal handle is gone.
+    pub(super) fn run(mut self) {
+        // Under `Batch`: when the oldest write not yet fsynced happened.
+        let mut unsynced_since: Option<Instant> = None;
+        loop {
+            let first = match unsynced_since {
+                Some(since) => {
+                    let deadline = since + self.batch_interval;
+                    match self
+                        .rx
+                        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    {
+                        Ok(r) => r,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.background_sync();
+                            unsynced_since = None;
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => {
+                            self.background_sync();
+                            return;
+                        }
+                    }
+                }
+                None => match self.rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+            };
+            let before = (self.segment, self.len);
+            let mut waiting = Vec::new();
+            self.write_queued(first, &mut waiting);
+            if !waiting.is_empty() {
+                let synced = self.sync();
+                self.publish(waiting, synced);
+                unsynced_since = None;
+            } else if self.durability == Durability::Batch && (self.segment, self.len) != before {
+                let since = *unsynced_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.batch_interval {
+                    self.background_sync();
+                    unsynced_since = None;
+                }
+            }
+        }
+    }
+
+    /// An fsync nobody waits for (`Batch`); a failure stops the journal like any other.
+    fn background_sync(&self) {
+        if let Err(e) = self.sync() {
+            *self.shared.failure.lock() = Some(format!("fsync failed: {e}"));
+        }
+    }
+
+    /// Writes `first` and everything queued behind it. Hints (and, under `Never`, everything)
+    /// are applied and answered at once; the rest is added to `waiting`.
+    fn write_queued(&mut self, first: Request, waiting: &mut Vec<Waiting>) {
+        let mut batch = vec![first];
+        while let Ok(next) = self.rx.try_recv() {
+            batch.push(next);
+        }
+        let failure = self.shared.failure.lock().clone();
+        if let Some(detail) = failure {
+            for r in batch {
+                let _ = r.reply.send(Err(JournalError::WriterStopped {
+                    detail: detail.clone(),
+                }));
+            }
+            return;
+        }
+
+        // Check every request against the index and the appends before it in this batch.
+        let mut accepted = Vec::with_capacity(batch.len());
+        {
+            let index = self.shared.index.lock();
+            let mut appended = HashSet::new();
+            for r in batch {
+                let verdict = match (&r.change, r.change.seq()) {
+                    (Change::Append { .. }, Some(seq)) => {
+                        if index.entries.contains_key(&seq) || !appended.insert(seq) {
+                            Err(JournalError::DuplicateSeq { seq })
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    (_, Some(seq)) => {
+                        if index.entries.contains_key(&seq) || appended.contains(&seq) {
+                            Ok(())
+                        } else {
+                            Err(JournalError::UnknownSeq { seq })
+                        }
+                    }
+                    (_, None) => Ok(()),
+                };
+                match verdict {
+                    Ok(()) => accepted.push(r),
+                    Err(e) => {
+                        let _ = r.reply.send(Err(e));
+                    }
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+
+        let size: u64 = accepted.iter().map(|r| r.frame.len() as u64).sum();
+        if self.len > segment::HEADER_LEN && self.len + size > self.segment_bytes {
+            if let Err(e) = self.rotate() {
+                self.fail(
+                    format!("starting a new segment failed: {e}"),
+                    accepted,
+                    waiting,
+                );
+                return;
+            }
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        let mut locs = Vec::with_capacity(accepted.len());
+        for r in &accepted {
+            locs.push(Loc {
+                segment: self.segment,
+                offset: self.len + buf.len() as u64,
+                len: r.frame.len() as u32,
+            });
+            buf.extend_from_slice(&r.frame);
+        }
+        if let Err(e) = self.file.write_all_at(&buf, self.len) {
+            self.fail(
+                format!("writing to the journal failed: {e}"),
+                accepted,
+                waiting,
+            );
+            return;
+        }
+        self.len += size;
+
+        let mut index = self.shared.index.lock();
+        for (r, loc) in accepted.into_iter().zip(locs) {
+            let needs_sync = match r.change {
+                Change::Topology(_) => true,
+                ref c if c.is_hint() => false,
+                _ => self.durability == Durability::Always,
+            };
+            if needs_sync {
+                // The entry goes in now (hidden from readers) so that records about it in later
+                // batches find it; its state changes wait for the fsync.
+                if let Change::Append { .. } = r.change {
+                    let _ = index.apply(r.change.clone(), loc, false);
+                }
+                waiting.push(Waiting {
+                    change: r.change,
+                    loc,
+                    reply: r.reply,
+                });
+            } else {
+                let result = index
+                    .apply(r.change, loc, true)
+                    .map_err(|detail| self.corrupt(detail));
+                let _ = r.reply.send(result);
+            }
+        }
+    }
+
+    /// Applies the changes of `waiting` once their fsync returned, and answers their callers.
+    fn publish(&self, waiting: Vec<Waiting>, synced: io::Result<()>) {
+        if let Err(e) = synced {
+            let detail = format!("fsync failed: {e}");
+            *self.shared.failure.lock() = Some(detail.clone());
+            for w in waiting {
+                let _ = w.reply.send(Err(JournalError::WriterStopped {
+                    detail: detail.clone(),
+                }));
+            }
+            return;
+        }
+        let mut index = self.shared.index.lock();
+        for w in waiting {
+            let result = match w.change {
+                Change::Append { seq, .. } => {
+                    index.mark_durable(seq);
+                    Ok(0)
+                }
+                change => index
+                    .apply(change, w.loc, true)
+                    .map_err(|detail| self.corrupt(detail)),
+            };
+            let _ = w.reply.send(result);
+        }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+        self.file.sync_data()
+    }
+
+    /// Seals the current segment (fsynced whatever the durability mode, so that only the last
+    /// segment can ever end torn) and starts the next one.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.sync()?;
+        let number = self.segment + 1;
+        let file = create_segment(&self.shared.dir, number)?;
+        let file = Arc::new(file);
+        self.shared.segments.write().insert(number, file.clone());
+        self.file = file;
+        self.segment = number;
+        self.len = segment::HEADER_LEN;
+        Ok(())
+    }
+
+    fn fail(&self, detail: String, batch: Vec<Request>, waiting: &mut Vec<Waiting>) {
+        *self.shared.failure.lock() = Some(detail.clone());
+        let error = || JournalError::WriterStopped {
+            detail: detail.clone(),
+        };
+        for r in batch {
+            let _ = r.reply.send(Err(error()));
+        }
+        for w in waiting.drain(..) {
+            let _ = w.reply.send(Err(error()));
+        }
+    }
+
+    fn corrupt(&self, detail: String) -> JournalError {
+        JournalError::Corrupt {
+            path: self.shared.dir.display().to_string(),
+            detail,
+        }
+    }
+}
+
+/// Creates segment `number` with its header, fsyncs it and the directory.
+pub(super) fn create_segment(dir: &std::path::Path, number: u64) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(segment::path(dir, number))?;
+    file.write_all_at(&segment::header(), 0)?;
+    file.sync_all()?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+pub(super) fn sync_dir(dir: &std::path::Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
