@@ -408,7 +408,10 @@ impl Replicator {
             Ok(response) => {
                 // Journaled before any backup may see the request: after a crash, a request
                 // without the primary's ack was certainly not sent to a backup.
-                self.record_primary_answer(&primary, seq, &response).await?;
+                if let Err(e) = self.record_primary_answer(&primary, seq, &response).await {
+                    self.resolve(seq);
+                    return Err(e.into());
+                }
                 primary_tx.send_replace(Some(Ok(response.clone())));
                 response
             }
@@ -443,8 +446,10 @@ impl Replicator {
                 None => break,
             }
         }
-        self.journal.commit(seq, response.clone()).await?;
+        let committed = self.journal.commit(seq, response.clone()).await;
+        // Resolved either way, so committed_seq never stalls on a journal failure.
         self.resolve(seq);
+        committed?;
         Ok(Committed {
             seq,
             response,

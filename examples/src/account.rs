@@ -3,13 +3,14 @@
 //! Field order here is the field order in every response body, so both stores answer
 //! byte-identically as long as they fill these structs with the same numbers.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Account ids are SQLite `INTEGER PRIMARY KEY`s, hence `i64` in both stores.
 pub type AccountId = i64;
 
 /// One account, as returned by every endpoint that returns an account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Account {
     pub id: AccountId,
     pub owner: String,
@@ -21,4 +22,14 @@ pub struct Account {
 pub struct Transfer {
     pub from: Account,
     pub to: Account,
+}
+
+/// The whole state of a bank: every account, ordered by id, and the id the next account
+/// opened will get. `GET /admin/export` answers one, `POST /admin/import` loads one; its JSON
+/// is `{"next_id":N,"accounts":[...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub next_id: AccountId,
+    pub accounts: Vec<Account>,
 }

@@ -59,7 +59,12 @@ impl ApiError {
                 }
                 StoreError::BalanceTooLarge { .. } => (StatusCode::CONFLICT, "balance_too_large"),
                 StoreError::BalanceNotZero { .. } => (StatusCode::CONFLICT, "balance_not_zero"),
-                StoreError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                StoreError::InvalidSnapshot(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+                // Only reachable after importing a snapshot whose next_id is near the end of
+                // the id range; SQLite would fail there on its own too.
+                StoreError::IdsExhausted | StoreError::Storage(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+                }
             },
         }
     }

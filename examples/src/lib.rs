@@ -25,7 +25,7 @@ mod routes;
 mod server;
 mod store;
 
-pub use account::{Account, AccountId, Transfer};
+pub use account::{Account, AccountId, Snapshot, Transfer};
 pub use faults::Faults;
 pub use request::{MAX_AMOUNT, MAX_OWNER_CHARS, TransferOrder};
 pub use routes::{app, app_with};

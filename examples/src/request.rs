@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::account::AccountId;
+use crate::account::{AccountId, Snapshot};
 
 /// The largest amount a single deposit, withdrawal or transfer may move. Small enough that
 /// no one request can overflow an `i64` balance on its own.
@@ -84,13 +84,19 @@ pub(crate) fn parse_new_account(body: &[u8]) -> Result<String, BadRequest> {
         }
     }
     let NewAccountBody { owner } = parse(body)?;
+    check_owner(&owner)?;
+    Ok(owner)
+}
+
+/// The rules for an owner's name, shared with the check of an imported snapshot.
+pub(crate) fn check_owner(owner: &str) -> Result<(), BadRequest> {
     if owner.trim().is_empty() {
         return Err(BadRequest::EmptyOwner);
     }
     if owner.chars().count() > MAX_OWNER_CHARS {
         return Err(BadRequest::OwnerTooLong);
     }
-    Ok(owner)
+    Ok(())
 }
 
 /// Parses `{"amount": N}` for a deposit or withdrawal and returns the amount.
@@ -107,6 +113,12 @@ pub(crate) fn parse_transfer(body: &[u8]) -> Result<TransferOrder, BadRequest> {
         return Err(BadRequest::SelfTransfer(from));
     }
     Ok(TransferOrder { from, to, amount })
+}
+
+/// Parses a snapshot for `POST /admin/import`. Only its shape is checked here; whether it is
+/// a state a bank could be in is the store's `check_snapshot`, which every import runs.
+pub(crate) fn parse_snapshot(body: &[u8]) -> Result<Snapshot, BadRequest> {
+    parse(body)
 }
 
 /// Reads an account id from a path segment. `None` means the segment names no account at

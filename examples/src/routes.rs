@@ -84,6 +84,9 @@ pub fn app_with(store: Arc<dyn Store>, faults: Faults) -> Router {
         .route("/accounts/{id}/deposit", post(deposit))
         .route("/accounts/{id}/withdraw", post(withdraw))
         .route("/transfers", post(transfer))
+        .route("/admin/reset", post(reset))
+        .route("/admin/export", get(export))
+        .route("/admin/import", post(import))
         .fallback(no_route)
         // axum adds the `allow` header to whatever this returns.
         .method_not_allowed_fallback(method_not_allowed)
@@ -197,6 +200,24 @@ async fn withdraw(
 async fn transfer(State(bank): Shared, raw: Result<Bytes, BytesRejection>) -> Answer {
     let order = request::parse_transfer(&body(raw)?)?;
     ok(&bank.write(move |store| store.transfer(order)).await?)
+}
+
+/// Empties the bank; used by lockstep's reset hook before it replays the journal.
+async fn reset(State(bank): Shared) -> Answer {
+    bank.write(|store| store.reset()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The whole state, for lockstep's checkpoint export hook.
+async fn export(State(bank): Shared) -> Answer {
+    ok(&bank.run(|store| store.export()).await?)
+}
+
+/// Replaces the whole state with a snapshot, for lockstep's checkpoint import hook.
+async fn import(State(bank): Shared, raw: Result<Bytes, BytesRejection>) -> Answer {
+    let snapshot = request::parse_snapshot(&body(raw)?)?;
+    bank.write(move |store| store.import(snapshot)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {

@@ -1,14 +1,16 @@
 //! Where the bank's state lives: the `Store` trait and its two implementations.
 //!
 //! A store owns state and the atomicity of each change; it must not know about HTTP. The
-//! balance rules (`credit`, `debit`, `check_closable`) live here once and both stores call
-//! them, so that the two implementations cannot disagree on which error wins.
+//! balance rules (`credit`, `debit`, `check_closable`), the id rule (`id_after`) and the
+//! snapshot rules (`check_snapshot`) live here once and both stores call them, so that the
+//! two implementations cannot disagree on which error wins.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::account::{Account, AccountId, Transfer};
-use crate::request::TransferOrder;
+use crate::account::{Account, AccountId, Snapshot, Transfer};
+use crate::request::{self, TransferOrder};
 
 mod memory;
 mod sqlite;
@@ -31,6 +33,10 @@ pub enum StoreError {
     BalanceTooLarge { id: AccountId },
     #[error("account {id} still has balance {balance}; withdraw it before closing")]
     BalanceNotZero { id: AccountId, balance: i64 },
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(String),
+    #[error("no account id is left to hand out")]
+    IdsExhausted,
     #[error("storage failure: {0}")]
     Storage(#[from] rusqlite::Error),
 }
@@ -49,6 +55,13 @@ pub trait Store: Send + Sync + 'static {
     fn transfer(&self, order: TransferOrder) -> Result<Transfer, StoreError>;
     /// Closes an account whose balance is 0.
     fn close_account(&self, id: AccountId) -> Result<(), StoreError>;
+    /// Empties the bank: no accounts, and the next account opened gets id 1 again.
+    fn reset(&self) -> Result<(), StoreError>;
+    /// The whole state: every account, ordered by id, and the next id.
+    fn export(&self) -> Result<Snapshot, StoreError>;
+    /// Replaces the whole state with `snapshot`'s, after `check_snapshot` accepted it. From
+    /// then on the store answers exactly like the store the snapshot was exported from.
+    fn import(&self, snapshot: Snapshot) -> Result<(), StoreError>;
     /// Whether calls may wait on disk, so the HTTP layer must keep them off the async
     /// runtime's worker threads.
     fn blocks(&self) -> bool;
@@ -118,6 +131,46 @@ fn check_closable(account: &Account) -> Result<(), StoreError> {
             id: account.id,
             balance: account.balance,
         });
+    }
+    Ok(())
+}
+
+/// The id that follows `id`, which a store must know before it hands `id` out. The largest
+/// `i64` is therefore never an account's id: `next_id` always exists, so every state has a
+/// snapshot, and both stores refuse the same opening when the ids run out.
+fn id_after(id: AccountId) -> Result<AccountId, StoreError> {
+    id.checked_add(1).ok_or(StoreError::IdsExhausted)
+}
+
+/// Refuses a snapshot that no bank could have reached: `next_id` below 1, an id outside
+/// `1..next_id` or twice, a negative balance, or an owner `POST /accounts` would refuse.
+/// Accounts may come in any order.
+fn check_snapshot(snapshot: &Snapshot) -> Result<(), StoreError> {
+    let invalid = |detail: String| Err(StoreError::InvalidSnapshot(detail));
+    let next_id = snapshot.next_id;
+    if next_id < 1 {
+        return invalid(format!("next_id must be at least 1, got {next_id}"));
+    }
+    let mut seen = BTreeSet::new();
+    for account in &snapshot.accounts {
+        let id = account.id;
+        if !(1..next_id).contains(&id) {
+            return invalid(format!(
+                "account id {id} must be at least 1 and below next_id {next_id}"
+            ));
+        }
+        if !seen.insert(id) {
+            return invalid(format!("account id {id} appears more than once"));
+        }
+        if account.balance < 0 {
+            return invalid(format!(
+                "account {id} has a negative balance {}",
+                account.balance
+            ));
+        }
+        if let Err(bad) = request::check_owner(&account.owner) {
+            return invalid(format!("account {id}: {bad}"));
+        }
     }
     Ok(())
 }

@@ -142,6 +142,54 @@ async fn diverge_after_flag_makes_deposits_drift() {
 }
 
 #[tokio::test]
+async fn admin_endpoints_copy_a_bank_between_implementations() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().expect("utf-8 temp path");
+    let memory = launch(&["--implementation", "memory"]).await;
+    let sqlite = launch(&["--implementation", "sqlite", "--data", data]).await;
+    let client = reqwest::Client::new();
+    send(
+        &client,
+        &memory.url,
+        "POST",
+        "/accounts",
+        Some(r#"{"owner":"ada"}"#),
+    )
+    .await;
+    send(
+        &client,
+        &sqlite.url,
+        "POST",
+        "/accounts",
+        Some(r#"{"owner":"bob"}"#),
+    )
+    .await;
+
+    let reset = send(&client, &sqlite.url, "POST", "/admin/reset", None).await;
+    assert_eq!(reset.status, 204);
+    let export = send(&client, &memory.url, "GET", "/admin/export", None).await;
+    assert_eq!(
+        export.text(),
+        r#"{"next_id":2,"accounts":[{"id":1,"owner":"ada","balance":0}]}"#
+    );
+    let import = send(
+        &client,
+        &sqlite.url,
+        "POST",
+        "/admin/import",
+        Some(&export.text()),
+    )
+    .await;
+    assert_eq!(import.status, 204);
+    let copied = send(&client, &sqlite.url, "GET", "/admin/export", None).await;
+    assert_eq!(copied, export);
+    let stats = send(&client, &sqlite.url, "GET", "/stats", None).await;
+    assert_eq!(stats.text(), r#"{"requests":5,"writes":3}"#);
+    memory.terminate().await;
+    sqlite.terminate().await;
+}
+
+#[tokio::test]
 async fn sqlite_without_a_data_dir_is_an_invalid_configuration() {
     let output = Command::new(env!("CARGO_BIN_EXE_lockstep-demo"))
         .args(["--listen", "127.0.0.1:0", "--implementation", "sqlite"])

@@ -7,6 +7,7 @@
 #![warn(unreachable_pub, missing_debug_implementations)]
 
 mod admin;
+pub mod client;
 pub mod demo;
 mod events;
 mod headers;

@@ -29,6 +29,35 @@ pub(crate) struct RequestCtx {
     classification: Option<Classification>,
     /// The primary a read was proxied to.
     primary: Option<String>,
+    /// Body bytes of a read seen so far.
+    body_bytes: u64,
+}
+
+/// One of the `max_in_flight` places for logical requests; freed on drop.
+struct InFlightSlot<'a>(&'a Shared);
+
+impl<'a> InFlightSlot<'a> {
+    fn take(shared: &'a Shared) -> Option<Self> {
+        let limit = shared.config.gateway.max_in_flight;
+        let taken = shared
+            .logical_in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if taken >= limit {
+            shared
+                .logical_in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlightSlot(shared))
+    }
+}
+
+impl Drop for InFlightSlot<'_> {
+    fn drop(&mut self) {
+        self.0
+            .logical_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The gateway's proxy logic.
@@ -170,6 +199,7 @@ impl GatewayProxy {
     /// Reads the whole request (body up to `max_body`) into a record for the journal.
     async fn read_request(&self, session: &mut Session) -> Result<RequestRecord, GatewayError> {
         let limit = self.shared.config.gateway.max_body;
+        session.set_read_timeout(Some(self.shared.config.gateway.request_timeout));
         let declared = session
             .req_header()
             .headers
@@ -395,10 +425,34 @@ impl ProxyHttp for GatewayProxy {
         match class.kind {
             RequestKind::Read => Ok(false),
             RequestKind::Logical => {
+                let Some(_slot) = InFlightSlot::take(&self.shared) else {
+                    let limit = self.shared.config.gateway.max_in_flight;
+                    self.respond_error(session, &GatewayError::Overloaded { limit })
+                        .await?;
+                    return Ok(true);
+                };
                 self.handle_logical(session, class).await?;
                 Ok(true)
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Reads stream to the primary; they obey the same body limit as writes.
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > self.shared.config.gateway.max_body {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "request body over gateway.max_body",
+            );
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -445,6 +499,15 @@ impl ProxyHttp for GatewayProxy {
             {
                 Some(prior) => format!("{prior}, for={node};proto=http"),
                 None => format!("for={node};proto=http"),
+            };
+            let forwarded = match session
+                .req_header()
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+            {
+                Some(host) => format!("{forwarded};host=\"{}\"", host.replace('"', "")),
+                None => forwarded,
             };
             upstream.insert_header("Forwarded", forwarded)?;
         }

@@ -21,12 +21,12 @@ pub enum GatewayError {
     IdempotencyKeyRequired { header: String },
     #[error(transparent)]
     InvalidIdempotencyKey(#[from] crate::idempotency::KeyError),
-    #[error(
-        "the {header} key was already used for a different request (method, path or body differ)"
-    )]
+    #[error("this {header} was already used for a different request (method, path or body differ)")]
     IdempotencyKeyReused { header: String },
     #[error("a request with the same {header} key is still being processed; retry later")]
     IdempotencyKeyInFlight { header: String },
+    #[error("the gateway is handling its limit of {limit} state-changing requests; retry shortly")]
+    Overloaded { limit: usize },
     #[error("no backend is reachable: {0}")]
     Unavailable(String),
     #[error("the backend failed: {0}")]
@@ -69,6 +69,7 @@ impl GatewayError {
             GatewayError::Replication(ReplicationError::Journal(_)) => (503, "journal_unavailable"),
             GatewayError::Replication(ReplicationError::TaskFailed) => (500, "internal"),
             GatewayError::Unavailable(_) => (503, "unavailable"),
+            GatewayError::Overloaded { .. } => (503, "overloaded"),
             GatewayError::BadGateway(_) => (502, "bad_gateway"),
         }
     }

@@ -84,6 +84,7 @@ impl Gateway {
                 in_flight: Arc::default(),
                 admin_token,
                 joins: Default::default(),
+                logical_in_flight: Default::default(),
             }),
         })
     }
@@ -137,7 +138,7 @@ impl Gateway {
         }
         let conf = ServerConf {
             threads: config.gateway.threads,
-            grace_period_seconds: Some(1),
+            grace_period_seconds: Some(config.gateway.grace_period.as_secs()),
             graceful_shutdown_timeout_seconds: Some(5),
             ..ServerConf::default()
         };
@@ -257,8 +258,53 @@ impl Gateway {
             classifier.compare_rule(&class).clone()
         };
         let report = self.shared.replicator.recover(&compare).await;
+        self.verify_backups_at_start().await;
         self.shared.replicator.unfence();
         report
+    }
+
+    /// With view probes configured, a backup that starts out in-sync must show the primary's
+    /// view; one that does not is marked diverged before it can receive a request.
+    async fn verify_backups_at_start(&self) {
+        let probes = &self.shared.config.verify.probes;
+        let r = &self.shared.replicator;
+        if probes.is_empty() {
+            return;
+        }
+        let primary = r.pool().primary();
+        let timeout = self.shared.config.replication.backup_timeout;
+        for backup in r.pool().backups() {
+            if backup.state() != lockstep_backends::BackendState::InSync {
+                continue;
+            }
+            match lockstep_backends::compare_views(
+                r.transport().as_ref(),
+                &primary,
+                &backup,
+                probes,
+                timeout,
+            )
+            .await
+            {
+                Ok(differences) if !differences.is_empty() => {
+                    let detail: Vec<String> = differences
+                        .iter()
+                        .map(|d| format!("{}: {}", d.probe, d.difference))
+                        .collect();
+                    r.change_state(
+                        &backup,
+                        Some(lockstep_backends::BackendState::InSync),
+                        lockstep_backends::BackendState::Diverged,
+                        &format!(
+                            "its view differs from the primary's at start: {}",
+                            detail.join("; ")
+                        ),
+                    );
+                }
+                // Equal, or unreachable (the health checks take it from there).
+                _ => {}
+            }
+        }
     }
 }
 

@@ -19,6 +19,8 @@ pub(crate) struct Shared {
     pub(crate) read_timeouts: PeerTimeouts,
     /// Scoped idempotency keys with a request in flight.
     pub(crate) in_flight: Arc<InFlight>,
+    /// Logical requests being handled now (bounded by `gateway.max_in_flight`).
+    pub(crate) logical_in_flight: std::sync::atomic::AtomicUsize,
     /// The admin bearer token, when one is configured.
     pub(crate) admin_token: Option<String>,
     /// Catch-ups running now, by backend name.

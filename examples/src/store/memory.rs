@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Store, StoreError, check_closable, credit, debit};
-use crate::account::{Account, AccountId, Transfer};
+use super::{Store, StoreError, check_closable, check_snapshot, credit, debit, id_after};
+use crate::account::{Account, AccountId, Snapshot, Transfer};
 use crate::request::TransferOrder;
 
 /// Keeps the bank in process memory; everything is lost on exit.
@@ -62,13 +62,14 @@ impl Store for MemoryStore {
     fn open_account(&self, owner: &str) -> Result<Account, StoreError> {
         let mut state = self.lock();
         let id = state.next_id;
+        let next_id = id_after(id)?;
         let account = Account {
             id,
             owner: owner.to_owned(),
             balance: 0,
         };
         state.accounts.insert(id, account.clone());
-        state.next_id += 1;
+        state.next_id = next_id;
         Ok(account)
     }
 
@@ -109,6 +110,34 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         check_closable(state.get(id)?)?;
         state.accounts.remove(&id);
+        Ok(())
+    }
+
+    fn reset(&self) -> Result<(), StoreError> {
+        *self.lock() = State::default();
+        Ok(())
+    }
+
+    fn export(&self) -> Result<Snapshot, StoreError> {
+        let state = self.lock();
+        Ok(Snapshot {
+            next_id: state.next_id,
+            accounts: state.accounts.values().cloned().collect(),
+        })
+    }
+
+    fn import(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        check_snapshot(&snapshot)?;
+        // Built completely before the swap, so readers see the old state or the new one.
+        let state = State {
+            accounts: snapshot
+                .accounts
+                .into_iter()
+                .map(|account| (account.id, account))
+                .collect(),
+            next_id: snapshot.next_id,
+        };
+        *self.lock() = state;
         Ok(())
     }
 

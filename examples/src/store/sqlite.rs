@@ -10,15 +10,18 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{OpenError, Store, StoreError, check_closable, credit, debit};
-use crate::account::{Account, AccountId, Transfer};
+use super::{
+    OpenError, Store, StoreError, check_closable, check_snapshot, credit, debit, id_after,
+};
+use crate::account::{Account, AccountId, Snapshot, Transfer};
 use crate::request::TransferOrder;
 
 /// The database file's name inside the data directory.
 pub(crate) const DATABASE_FILE: &str = "bank.sqlite3";
 
 // AUTOINCREMENT so that ids of closed accounts are never handed out again; the memory store
-// does the same, and the two must agree on every id.
+// does the same, and the two must agree on every id. The last id handed out is the `seq` of
+// the table's row in `sqlite_sequence`, which reset and import therefore rewrite too.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     owner TEXT NOT NULL,
@@ -95,6 +98,24 @@ fn find(conn: &Connection, id: AccountId) -> Result<Account, StoreError> {
     .ok_or(StoreError::AccountNotFound(id))
 }
 
+fn all_accounts(conn: &Connection) -> Result<Vec<Account>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id, owner, balance FROM accounts ORDER BY id")?;
+    let accounts = stmt
+        .query_map([], row_to_account)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(accounts)
+}
+
+/// Sets the last id handed out, so that the next account opened gets `last + 1`.
+fn set_last_id(conn: &Connection, last: AccountId) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM sqlite_sequence WHERE name = 'accounts'", [])?;
+    conn.execute(
+        "INSERT INTO sqlite_sequence (name, seq) VALUES ('accounts', ?1)",
+        [last],
+    )?;
+    Ok(())
+}
+
 fn set_balance(conn: &Connection, id: AccountId, balance: i64) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE accounts SET balance = ?1 WHERE id = ?2",
@@ -110,8 +131,11 @@ impl Store for SqliteStore {
                 "INSERT INTO accounts (owner, balance) VALUES (?1, 0)",
                 [owner],
             )?;
+            let id = tx.last_insert_rowid();
+            // Refused like the memory store refuses it; returning rolls the insert back.
+            id_after(id)?;
             Ok(Account {
-                id: tx.last_insert_rowid(),
+                id,
                 owner: owner.to_owned(),
                 balance: 0,
             })
@@ -119,13 +143,7 @@ impl Store for SqliteStore {
     }
 
     fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let conn = self.lock();
-        let mut stmt =
-            conn.prepare_cached("SELECT id, owner, balance FROM accounts ORDER BY id")?;
-        let accounts = stmt
-            .query_map([], row_to_account)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(accounts)
+        all_accounts(&self.lock())
     }
 
     fn account(&self, id: AccountId) -> Result<Account, StoreError> {
@@ -166,6 +184,47 @@ impl Store for SqliteStore {
         self.write(|tx| {
             check_closable(&find(tx, id)?)?;
             tx.execute("DELETE FROM accounts WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    fn reset(&self) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM accounts", [])?;
+            tx.execute("DELETE FROM sqlite_sequence WHERE name = 'accounts'", [])?;
+            Ok(())
+        })
+    }
+
+    fn export(&self) -> Result<Snapshot, StoreError> {
+        let mut conn = self.lock();
+        // One read transaction, so the accounts and the sequence belong to the same state.
+        let tx = conn.transaction()?;
+        let accounts = all_accounts(&tx)?;
+        let seq: AccountId = tx.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'accounts'",
+            [],
+            |row| row.get(0),
+        )?;
+        // AUTOINCREMENT hands out one more than the larger of the two.
+        let largest = accounts.last().map_or(0, |account| account.id);
+        let next_id = id_after(seq.max(largest))?;
+        tx.commit()?;
+        Ok(Snapshot { next_id, accounts })
+    }
+
+    fn import(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        check_snapshot(&snapshot)?;
+        self.write(|tx| {
+            tx.execute("DELETE FROM accounts", [])?;
+            let mut insert =
+                tx.prepare_cached("INSERT INTO accounts (id, owner, balance) VALUES (?1, ?2, ?3)")?;
+            for account in &snapshot.accounts {
+                insert.execute(params![account.id, account.owner, account.balance])?;
+            }
+            // Inserting explicit ids moved the sequence to the largest one; the snapshot's
+            // next_id may be further on, when the last accounts opened have been closed.
+            set_last_id(tx, snapshot.next_id - 1)?;
             Ok(())
         })
     }
