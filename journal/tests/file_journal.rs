@@ -110,7 +110,10 @@ async fn every_record_kind_survives_reopen() {
         assert_eq!(all[0].state, EntryState::Committed(response(1)));
         assert_eq!(all[0].acks, vec!["b".to_string(), "c".to_string()]);
         assert_eq!(all[1].state, EntryState::Answered(response(2)));
-        assert_eq!(all[1].dispatched, vec!["a".to_string(), "b".into(), "c".into()]);
+        assert_eq!(
+            all[1].dispatched,
+            vec!["a".to_string(), "b".into(), "c".into()]
+        );
         assert_eq!(all[1].acks, vec!["b".to_string()]);
         assert_eq!(
             all[2].state,
