@@ -22,6 +22,8 @@ pub struct CatchupOptions {
     pub fence_lag: u64,
     /// Entries read from the journal at a time.
     pub batch: usize,
+    /// The backend starts empty (it was reset): nothing it was sent before counts.
+    pub fresh: bool,
 }
 
 impl Default for CatchupOptions {
@@ -29,6 +31,7 @@ impl Default for CatchupOptions {
         CatchupOptions {
             fence_lag: 64,
             batch: 256,
+            fresh: false,
         }
     }
 }
@@ -55,6 +58,9 @@ pub struct JoinReport {
     pub from: Seq,
     pub to: Seq,
     pub replayed: u64,
+    /// Requests it may have processed before (sent, never acknowledged), not sent again; the
+    /// view check confirmed they were applied.
+    pub assumed_applied: Vec<Seq>,
     /// How long admission was paused for the tail and the view check.
     pub pause_ms: u64,
     pub elapsed_ms: u64,
@@ -143,6 +149,8 @@ impl Replicator {
             progress,
             replayed: 0,
             next: from,
+            assumed: Vec::new(),
+            fresh: options.fresh,
         };
         progress.send_replace(run.snapshot("replaying"));
 
@@ -159,6 +167,7 @@ impl Replicator {
                     from,
                     to: run.next - 1,
                     replayed: run.replayed,
+                    assumed_applied: run.assumed.clone(),
                     pause_ms: pause.as_millis() as u64,
                     elapsed_ms: started.elapsed().as_millis() as u64,
                 };
@@ -192,6 +201,9 @@ struct Run<'a> {
     progress: &'a watch::Sender<JoinProgress>,
     replayed: u64,
     next: Seq,
+    /// Entries with an unknown outcome on this backend, counted as applied.
+    assumed: Vec<Seq>,
+    fresh: bool,
 }
 
 impl Run<'_> {
@@ -304,6 +316,14 @@ impl Run<'_> {
         match &entry.state {
             EntryState::Pending | EntryState::Answered(_) => return Ok(false),
             EntryState::Aborted(_) => {}
+            // It may already have processed this one (sent before, never acknowledged): sending it
+            // again could apply it twice. Count it as applied; the view check at the fence
+            // decides whether that was right.
+            EntryState::Committed(_)
+                if !self.fresh && entry.outcome_unknown(&self.backend.name) =>
+            {
+                self.assumed.push(entry.seq);
+            }
             EntryState::Committed(committed) => {
                 let extra = super::replicator::context_headers(entry.seq, entry.time);
                 let answer = r

@@ -6,17 +6,25 @@
 //! it does not (and can be sent it now); dispatched but not acknowledged → its outcome is
 //! unknown, so the backend is marked `suspect` and is not trusted until a rejoin verifies it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use lockstep_config::CompareRule;
+use lockstep_config::{CompareRule, ViewProbe};
 use lockstep_journal::{Entry, EntryState, JournalError, RequestRecord, Seq, Topology};
+use parking_lot::Mutex;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::probes::compare_views;
 use crate::replicator::{NOT_DELIVERED, context_headers};
 use crate::watermark::Watermark;
 use crate::{BackendState, Replicator};
+
+/// What settling unknown outcomes can use: the view probes, and how far each backend got.
+struct Settle<'a> {
+    probes: &'a [ViewProbe],
+    touched: &'a HashMap<String, Seq>,
+}
 
 /// What a restart found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -66,47 +74,59 @@ impl Replicator {
     pub async fn recover(
         self: &Arc<Self>,
         compare: &(dyn Fn(&RequestRecord) -> CompareRule + Send + Sync),
+        probes: &[ViewProbe],
     ) -> Result<RecoveryReport, JournalError> {
+        // Backends this recovery found with an unknown outcome. They keep receiving what they
+        // certainly never got, so that a view check at the end can clear them.
+        // Name → the requests whose outcome there is unknown.
+        let doubted: Mutex<BTreeMap<String, Vec<Seq>>> = Mutex::default();
         let backends = self.pool().all();
         let mut marks: HashMap<String, Watermark> = backends
             .iter()
             .map(|b| (b.name.clone(), Watermark::default()))
             .collect();
-        let mut unknown: BTreeSet<String> = BTreeSet::new();
+        let mut unknown: BTreeMap<String, Vec<Seq>> = BTreeMap::new();
         let mut unresolved: Vec<Entry> = Vec::new();
+        // Backend → the highest seq it acknowledged or may have processed.
+        let mut touched: HashMap<String, Seq> = HashMap::new();
         let mut next = 1;
         loop {
             let batch = self.journal().read_from(next, 1024).await?;
             let Some(last) = batch.last() else { break };
             next = last.seq + 1;
             for e in batch {
+                for b in &backends {
+                    if e.acks.contains(&b.name) || e.outcome_unknown(&b.name) {
+                        touched.insert(b.name.clone(), e.seq);
+                    }
+                }
                 if matches!(e.state, EntryState::Pending | EntryState::Answered(_)) {
                     unresolved.push(e);
                     continue;
                 }
-                let never_received =
-                    matches!(&e.state, EntryState::Aborted(r) if r.starts_with(NOT_DELIVERED));
+                let aborted = matches!(e.state, EntryState::Aborted(_));
                 for b in &backends {
-                    let acked = e.acks.contains(&b.name);
-                    let sent = e.dispatched.contains(&b.name);
-                    let aborted = matches!(e.state, EntryState::Aborted(_));
-                    if acked || (aborted && (!sent || never_received)) {
+                    let unknown_here = e.outcome_unknown(&b.name);
+                    if e.acks.contains(&b.name) || (aborted && !unknown_here) {
                         marks.get_mut(&b.name).expect("every backend").mark(e.seq);
-                    } else if sent {
-                        unknown.insert(b.name.clone());
+                    } else if unknown_here {
+                        unknown.entry(b.name.clone()).or_default().push(e.seq);
                     }
                 }
             }
         }
         for b in &backends {
             b.reset_acked(marks.remove(&b.name).unwrap_or_default());
-            if unknown.contains(&b.name) && b.state() == BackendState::InSync {
-                self.change_state(
-                    b,
-                    None,
-                    BackendState::Suspect,
-                    "a request sent before the restart has an unknown outcome",
-                );
+            if let Some(seqs) = unknown.remove(&b.name) {
+                if b.state() == BackendState::InSync {
+                    self.change_state(
+                        b,
+                        None,
+                        BackendState::Suspect,
+                        "a request sent before the restart has an unknown outcome",
+                    );
+                    doubted.lock().insert(b.name.clone(), seqs);
+                }
             }
         }
 
@@ -114,14 +134,32 @@ impl Replicator {
             last_seq: self.last_seq(),
             ..Default::default()
         };
+        let in_doubt = unresolved
+            .iter()
+            .any(|e| backends.iter().any(|b| e.outcome_unknown(&b.name)));
+        if in_doubt && !probes.is_empty() {
+            // A backend may still be processing a request the previous run sent it (its
+            // connection is gone, not necessarily its work). Let that finish before views are
+            // compared, or a view check could say "not applied" just before it is.
+            tokio::time::sleep(
+                self.config()
+                    .backup_timeout
+                    .min(std::time::Duration::from_secs(1)),
+            )
+            .await;
+        }
         for e in unresolved {
-            match self.resume(&e, compare).await {
+            let settle = Settle {
+                probes,
+                touched: &touched,
+            };
+            match self.resume(&e, compare, &doubted, &settle).await {
                 Ok(()) => report.resumed.push(e.seq),
                 Err(reason) => {
                     warn!(seq = e.seq, %reason, "a journaled request could not be finished after the restart");
                     self.journal().abort(e.seq, reason).await?;
                     for b in &backends {
-                        if !e.dispatched.contains(&b.name) {
+                        if !e.outcome_unknown(&b.name) {
                             b.mark_acked(e.seq);
                         }
                     }
@@ -129,9 +167,64 @@ impl Replicator {
                 }
             }
         }
+        let primary = self.pool().primary();
+        // A doubted backend whose view equals the primary's did apply what it was sent: the
+        // view check settles the unknown outcome.
+        if !probes.is_empty() {
+            let doubted = std::mem::take(&mut *doubted.lock());
+            for (name, seqs) in doubted {
+                let Some(b) = self.pool().get(&name) else {
+                    continue;
+                };
+                if Arc::ptr_eq(&b, &primary)
+                    || !matches!(b.state(), BackendState::Suspect | BackendState::InSync)
+                {
+                    continue;
+                }
+                let timeout = self.config().backup_timeout;
+                match compare_views(self.transport().as_ref(), &primary, &b, probes, timeout).await
+                {
+                    Ok(d) if d.is_empty() => {
+                        b.reset_acked(Watermark::starting_at(report.last_seq));
+                        // Settled: it has them. Recorded, so the next restart knows too.
+                        for seq in seqs {
+                            let _ = self.journal().record_ack(seq, &b.name).await;
+                        }
+                        self.change_state(
+                            &b,
+                            Some(BackendState::Suspect),
+                            BackendState::InSync,
+                            "its view equals the primary's after the restart",
+                        );
+                    }
+                    Ok(d) => {
+                        let detail: Vec<String> = d
+                            .iter()
+                            .map(|p| format!("{}: {}", p.probe, p.difference))
+                            .collect();
+                        self.change_state(
+                            &b,
+                            None,
+                            BackendState::Diverged,
+                            &format!(
+                                "after the restart its view differs from the primary's: {}",
+                                detail.join("; ")
+                            ),
+                        );
+                    }
+                    Err((who, error)) => {
+                        self.change_state(
+                            &b,
+                            None,
+                            BackendState::Suspect,
+                            &format!("the view check after the restart failed on {who}: {error}"),
+                        );
+                    }
+                }
+            }
+        }
         // A backup the topology calls in-sync but that misses committed requests (its ejection
         // was not persisted before the crash) needs a catch-up.
-        let primary = self.pool().primary();
         for b in self.pool().backups() {
             if b.state() == BackendState::InSync && b.acked_seq() < report.last_seq {
                 self.change_state(
@@ -152,12 +245,159 @@ impl Replicator {
         Ok(report)
     }
 
+    /// The primary may have processed `e` (sent, never acknowledged). With a backup that
+    /// processed everything before `e` and never saw `e` as reference, views tell: equal → the
+    /// primary did not apply it (send it now); different → send it to the reference, and if the
+    /// views then agree the primary had applied it. Returns the response, or None to fail over.
+    async fn settle_primary(
+        &self,
+        e: &Entry,
+        primary: &Arc<crate::Backend>,
+        extra: &[lockstep_journal::Header],
+        doubted: &Mutex<BTreeMap<String, Vec<Seq>>>,
+        settle: &Settle<'_>,
+    ) -> Option<lockstep_journal::ResponseRecord> {
+        if settle.probes.is_empty() {
+            return None;
+        }
+        let reference = self.pool().backups().into_iter().find(|b| {
+            b.state() == BackendState::InSync
+                && !doubted.lock().contains_key(&b.name)
+                && !e.dispatched.contains(&b.name)
+                && b.acked_seq() + 1 >= e.seq
+                && settle.touched.get(&b.name).is_none_or(|t| *t < e.seq)
+        })?;
+        let timeout = self.config().backup_timeout;
+        let views_equal = |a: Arc<crate::Backend>, b: Arc<crate::Backend>| async move {
+            compare_views(self.transport().as_ref(), &a, &b, settle.probes, timeout)
+                .await
+                .ok()
+                .map(|d| d.is_empty())
+        };
+        if views_equal(primary.clone(), reference.clone()).await? {
+            // Not applied there: the primary takes it now, as if for the first time.
+            let r = self
+                .dispatch(
+                    primary,
+                    e.seq,
+                    &e.request,
+                    extra,
+                    self.config().primary_timeout,
+                )
+                .await
+                .ok()?;
+            self.record_primary_answer(primary, e.seq, &r).await.ok()?;
+            return Some(r);
+        }
+        let r = self
+            .dispatch(
+                &reference,
+                e.seq,
+                &e.request,
+                extra,
+                self.config().backup_timeout,
+            )
+            .await
+            .ok()?;
+        if views_equal(primary.clone(), reference.clone()).await? {
+            // The primary had applied it; the reference's answer is the answer.
+            self.record_primary_answer(primary, e.seq, &r).await.ok()?;
+            reference.mark_acked(e.seq);
+            let _ = self.journal().record_ack(e.seq, &reference.name).await;
+            return Some(r);
+        }
+        // The reference now has it and the primary disagrees: the reference takes over.
+        self.record_primary_answer(&reference, e.seq, &r)
+            .await
+            .ok()?;
+        self.change_state(
+            primary,
+            None,
+            BackendState::Suspect,
+            &format!(
+                "request {} has an unknown outcome and its view differs after the restart",
+                e.seq
+            ),
+        );
+        doubted
+            .lock()
+            .entry(primary.name.clone())
+            .or_default()
+            .push(e.seq);
+        self.pool().set_primary(reference.clone());
+        self.topology_changed(
+            "primary-changed",
+            Some(&reference.name),
+            &format!("{} could not be settled after the restart", primary.name),
+        );
+        Some(r)
+    }
+
+    /// A backup may have processed `e`. If the primary is exactly at `e` (it processed nothing
+    /// after it), views tell: equal → it applied `e`; different → send `e` and compare again.
+    /// Returns whether the backup is settled (acknowledged `e`).
+    async fn settle_backup(
+        &self,
+        e: &Entry,
+        backup: &Arc<crate::Backend>,
+        response: &lockstep_journal::ResponseRecord,
+        rule: &CompareRule,
+        extra: &[lockstep_journal::Header],
+        settle: &Settle<'_>,
+    ) -> bool {
+        let primary = self.pool().primary();
+        if settle.probes.is_empty()
+            || settle
+                .touched
+                .get(&primary.name)
+                .is_some_and(|t| *t > e.seq)
+        {
+            return false;
+        }
+        let timeout = self.config().backup_timeout;
+        let equal = |a: Arc<crate::Backend>, b: Arc<crate::Backend>| async move {
+            compare_views(self.transport().as_ref(), &a, &b, settle.probes, timeout)
+                .await
+                .ok()
+                .map(|d| d.is_empty())
+        };
+        // A failed probe settles nothing: sending again could apply it twice.
+        let Some(already) = equal(primary.clone(), backup.clone()).await else {
+            return false;
+        };
+        if !already {
+            let Ok(answer) = self
+                .dispatch(
+                    backup,
+                    e.seq,
+                    &e.request,
+                    extra,
+                    self.config().backup_timeout,
+                )
+                .await
+            else {
+                return false;
+            };
+            if !self.judge(backup, e.seq, rule, response, &answer).await
+                || equal(primary.clone(), backup.clone()).await != Some(true)
+            {
+                return false;
+            }
+            return true;
+        }
+        backup.mark_acked(e.seq);
+        let _ = self.journal().record_ack(e.seq, &backup.name).await;
+        true
+    }
+
     /// Finishes one unresolved request on the current primary (failing over if the primary
     /// cannot take it) and the in-sync backups, and commits it.
     async fn resume(
         self: &Arc<Self>,
         e: &Entry,
         compare: &(dyn Fn(&RequestRecord) -> CompareRule + Send + Sync),
+        doubted: &Mutex<BTreeMap<String, Vec<Seq>>>,
+        settle: &Settle<'_>,
     ) -> Result<(), String> {
         let extra = context_headers(e.seq, e.time);
         let response = loop {
@@ -186,13 +426,24 @@ impl Replicator {
                     break r.clone();
                 }
             }
-            if e.dispatched.contains(&primary.name) {
+            if e.outcome_unknown(&primary.name) {
+                if let Some(outcome) = self
+                    .settle_primary(e, &primary, &extra, doubted, settle)
+                    .await
+                {
+                    break outcome;
+                }
                 self.change_state(
                     &primary,
                     None,
                     BackendState::Suspect,
                     &format!("request {} has an unknown outcome after the restart", e.seq),
                 );
+                doubted
+                    .lock()
+                    .entry(primary.name.clone())
+                    .or_default()
+                    .push(e.seq);
                 continue;
             }
             match self
@@ -219,15 +470,36 @@ impl Replicator {
                 }
             }
         };
+        // Settling the primary may have sent the request to a backup already: look again.
+        let refreshed = self.journal().get(e.seq).await.ok().flatten();
+        let e = refreshed.as_ref().unwrap_or(e);
         let rule = compare(&e.request);
         for b in self.pool().backups() {
-            if b.state() != BackendState::InSync || e.acks.contains(&b.name) {
-                if e.acks.contains(&b.name) {
-                    b.mark_acked(e.seq);
-                }
+            if e.acks.contains(&b.name) {
+                b.mark_acked(e.seq);
                 continue;
             }
-            if e.dispatched.contains(&b.name) {
+            let is_doubted = doubted.lock().contains_key(&b.name);
+            if b.state() != BackendState::InSync && !is_doubted {
+                continue;
+            }
+            if e.outcome_unknown(&b.name) {
+                if !is_doubted
+                    && self
+                        .settle_backup(e, &b, &response, &rule, &extra, settle)
+                        .await
+                {
+                    continue;
+                }
+                doubted
+                    .lock()
+                    .entry(b.name.clone())
+                    .or_default()
+                    .push(e.seq);
+                if is_doubted {
+                    continue;
+                }
+                // Not settled now: out of service until the view check at the end clears it.
                 self.change_state(
                     &b,
                     None,
@@ -244,9 +516,10 @@ impl Replicator {
                     self.judge(&b, e.seq, &rule, &response, &answer).await;
                 }
                 Err(err) => {
+                    doubted.lock().remove(&b.name);
                     self.change_state(
                         &b,
-                        Some(BackendState::InSync),
+                        None,
                         BackendState::Lagging,
                         &format!("request {}: {err}", e.seq),
                     );

@@ -378,6 +378,10 @@ impl Replicator {
 
         let extra = Arc::new(context_headers(seq, time));
         let request = Arc::new(sub.request);
+        // The lane's next request reaches the primary only when this one is done on every
+        // backup too: at any instant a lane has at most one request whose outcome a crash could
+        // leave unknown, which is what lets recovery settle it by comparing views.
+        let primary_turn = Arc::new(primary_ticket);
         let processed: Processed = Arc::default();
         let (primary_tx, primary_rx) = watch::channel::<PrimaryOutcome>(None);
         let (vote_tx, mut vote_rx) = mpsc::unbounded_channel();
@@ -394,16 +398,19 @@ impl Replicator {
                 primary: primary_rx.clone(),
                 processed: processed.clone(),
                 votes: vote_tx.clone(),
+                _primary_turn: primary_turn.clone(),
                 _release: release.clone(),
             };
             tokio::spawn(task.run());
         }
         drop(vote_tx);
-        drop(release);
+        // `release` stays with this task until the request committed or failed: a drain (fence,
+        // switchover, catch-up) must see it finished, not merely sent everywhere.
 
         let outcome = self
-            .send_to_primary(&primary, primary_ticket, &request, &extra, seq)
+            .send_to_primary(&primary, &primary_turn, &request, &extra, seq)
             .await;
+        drop(primary_turn);
         let response = match outcome {
             Ok(response) => {
                 // Journaled before any backup may see the request: after a crash, a request
@@ -429,6 +436,8 @@ impl Replicator {
                         reply,
                     });
                     self.declare_primary_lost(&primary, &error.to_string());
+                    // Parked requests do not hold up the failover's drain.
+                    drop(release);
                     return answer.await.unwrap_or(Err(ReplicationError::TaskFailed));
                 }
                 // Let every backup task finish, so `processed` is complete.
@@ -462,7 +471,7 @@ impl Replicator {
     async fn send_to_primary(
         &self,
         primary: &Backend,
-        ticket: Ticket,
+        ticket: &Ticket,
         request: &RequestRecord,
         extra: &[Header],
         seq: Seq,
@@ -486,7 +495,6 @@ impl Replicator {
             r = self.dispatch(primary, seq, request, extra, self.config.primary_timeout) => r,
             _ = &mut lost_since => Err(TransportError::Exchange("the primary was declared lost".into())),
         };
-        drop(ticket);
         outcome
     }
 
@@ -642,7 +650,14 @@ impl Replicator {
                 "the journal refused the dispatch record: {e}"
             )));
         }
-        self.transport.send(backend, request, extra, timeout).await
+        let sent = self.transport.send(backend, request, extra, timeout).await;
+        if let Err(error) = &sent {
+            if error.not_delivered() {
+                // Certainly not received: a later catch-up or recovery may send it again.
+                let _ = self.journal.record_undelivered(seq, &backend.name).await;
+            }
+        }
+        sent
     }
 
     /// The primary answered `seq`: its response and its ack go to the journal.
@@ -746,6 +761,8 @@ struct BackupTask {
     primary: watch::Receiver<PrimaryOutcome>,
     processed: Processed,
     votes: mpsc::UnboundedSender<Vote>,
+    /// The primary's turn in the lane, held until every backup is done with this request.
+    _primary_turn: Arc<Ticket>,
     // Dropped last: the request counts as finished after the ticket let the next one go.
     _release: Arc<LaneRelease>,
 }

@@ -28,6 +28,11 @@ pub(crate) async fn rejoin(
     if backend.state() == BackendState::InSync {
         return Err(JoinError::AlreadyInSync(name.to_owned()));
     }
+    if backend.state() == BackendState::Diverged && !reset {
+        return Err(JoinError::Reset(format!(
+            "{name} diverged: its state cannot be trusted, so replaying on top of it would not help; rejoin it with --reset"
+        )));
+    }
     let from = if reset {
         let (index, config) = shared
             .config
@@ -61,6 +66,7 @@ pub(crate) async fn rejoin(
     let options = CatchupOptions {
         fence_lag: shared.config.catchup.fence_lag,
         batch: shared.config.catchup.batch,
+        fresh: reset,
     };
     r.catch_up(
         name,

@@ -257,7 +257,11 @@ impl Gateway {
             let class = classifier.classify(&request.method, &request.uri, &http::HeaderMap::new());
             classifier.compare_rule(&class).clone()
         };
-        let report = self.shared.replicator.recover(&compare).await;
+        let report = self
+            .shared
+            .replicator
+            .recover(&compare, &self.shared.config.verify.probes)
+            .await;
         self.verify_backups_at_start().await;
         self.shared.replicator.unfence();
         report

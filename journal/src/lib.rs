@@ -16,6 +16,14 @@ pub use record::{
     ResponseRecord, Seq, Topology,
 };
 
+/// Hooks for the fuzz target in `journal/fuzz` (feature `fuzzing`, off by default); not part of
+/// the crate's API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::file::fuzzing::{decode_frame, frame, roundtrip};
+}
+
 use async_trait::async_trait;
 
 /// The request history. Implementations must be safe to call from many tasks at once.
@@ -33,6 +41,9 @@ pub trait Journal: Send + Sync + std::fmt::Debug + 'static {
     /// Records that `seq` is about to be sent to `backend` (a hint, like acks: not waited on for
     /// an fsync).
     async fn record_dispatch(&self, seq: Seq, backend: &str) -> Result<(), JournalError>;
+    /// Records that the dispatch of `seq` to `backend` failed before the backend could receive
+    /// it (a hint).
+    async fn record_undelivered(&self, seq: Seq, backend: &str) -> Result<(), JournalError>;
     /// Records that `backend` processed `seq` and its response matched the primary's.
     async fn record_ack(&self, seq: Seq, backend: &str) -> Result<(), JournalError>;
     /// Marks `seq` committed with the response the client receives.

@@ -65,6 +65,10 @@ impl Journal for MemoryJournal {
         self.update(seq, |e| e.dispatched.push(backend.to_owned()))
     }
 
+    async fn record_undelivered(&self, seq: Seq, backend: &str) -> Result<(), JournalError> {
+        self.update(seq, |e| e.undelivered.push(backend.to_owned()))
+    }
+
     async fn record_ack(&self, seq: Seq, backend: &str) -> Result<(), JournalError> {
         self.update(seq, |e| e.acks.push(backend.to_owned()))
     }

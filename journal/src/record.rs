@@ -89,6 +89,9 @@ pub struct Entry {
     /// Names of the backends it was sent to (before their answer): with `acks`, this tells a
     /// request never sent from one whose outcome is unknown.
     pub dispatched: Vec<String>,
+    /// Names of the backends it was dispatched to that certainly never received it (the
+    /// connection failed).
+    pub undelivered: Vec<String>,
     pub idempotency: Option<IdempotencyKey>,
 }
 
@@ -102,8 +105,16 @@ impl Entry {
             state: EntryState::Pending,
             acks: Vec::new(),
             dispatched: Vec::new(),
+            undelivered: Vec::new(),
             idempotency: None,
         }
+    }
+
+    /// Whether `backend` may have received it without acknowledging it: its outcome there is
+    /// unknown.
+    pub fn outcome_unknown(&self, backend: &str) -> bool {
+        let named = |v: &[String]| v.iter().any(|n| n == backend);
+        named(&self.dispatched) && !named(&self.acks) && !named(&self.undelivered)
     }
 
     pub fn with_idempotency(mut self, key: Option<IdempotencyKey>) -> Self {

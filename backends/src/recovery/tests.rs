@@ -18,7 +18,7 @@ fn request(uri: &str) -> RequestRecord {
 }
 
 async fn recover(r: &std::sync::Arc<Replicator>) -> crate::RecoveryReport {
-    r.recover(&|_| lockstep_config::CompareRule::default())
+    r.recover(&|_| lockstep_config::CompareRule::default(), &[])
         .await
         .unwrap()
 }

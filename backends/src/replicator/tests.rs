@@ -397,6 +397,7 @@ async fn catch_up(r: &Arc<Replicator>, name: &str) -> Result<crate::JoinReport, 
     let options = crate::CatchupOptions {
         fence_lag: 4,
         batch: 8,
+        fresh: false,
     };
     r.catch_up(
         name,
@@ -416,7 +417,7 @@ async fn a_lagging_backup_catches_up_while_traffic_flows() {
     fakes.set(
         "c",
         Behaviour {
-            hang: true,
+            refuse: true,
             ..Default::default()
         },
     );

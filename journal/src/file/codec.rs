@@ -31,6 +31,7 @@ const KIND_ABORT: u8 = 5;
 const KIND_EXPIRE_KEYS: u8 = 6;
 const KIND_TOPOLOGY: u8 = 7;
 const KIND_DISPATCH: u8 = 8;
+const KIND_UNDELIVERED: u8 = 9;
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,11 @@ pub(super) enum Record {
     },
     /// The entry is about to be sent to `backend`.
     Dispatch {
+        seq: Seq,
+        backend: String,
+    },
+    /// Sending the entry to `backend` failed before it could be received.
+    Undelivered {
         seq: Seq,
         backend: String,
     },
@@ -149,14 +155,17 @@ impl Encoder {
         let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
             Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
             Err(e) => {
-                // Before the epoch: floor to whole seconds, keep nanos non-negative.
+                // Before the epoch: floor to whole seconds, keep nanos non-negative. The distance
+                // can be 2^63 s exactly (the oldest `SystemTime`, i64::MIN s), which does not fit
+                // an i64 before it is negated: negate in i128, the result always fits.
                 let d = e.duration();
-                let (s, n) = (d.as_secs() as i64, d.subsec_nanos());
-                if n == 0 {
+                let (s, n) = (i128::from(d.as_secs()), d.subsec_nanos());
+                let (secs, nanos) = if n == 0 {
                     (-s, 0)
                 } else {
                     (-s - 1, 1_000_000_000 - n)
-                }
+                };
+                (secs as i64, nanos)
             }
         };
         self.u64(secs as u64);
@@ -273,6 +282,10 @@ pub(super) fn encode_dispatch(seq: Seq, backend: &str) -> Vec<u8> {
     encode_seq_str(KIND_DISPATCH, seq, backend)
 }
 
+pub(super) fn encode_undelivered(seq: Seq, backend: &str) -> Vec<u8> {
+    encode_seq_str(KIND_UNDELIVERED, seq, backend)
+}
+
 pub(super) fn encode_abort(seq: Seq, reason: &str) -> Vec<u8> {
     encode_seq_str(KIND_ABORT, seq, reason)
 }
@@ -281,6 +294,23 @@ pub(super) fn encode_expire_keys(before: SystemTime) -> Vec<u8> {
     let mut e = Encoder::new(KIND_EXPIRE_KEYS, 12);
     e.time(before);
     e.finish()
+}
+
+/// The frame of any record, through the same per-kind encoders the journal writes with. An
+/// `Append` frame does not carry `Entry::dispatched` (dispatches are their own records).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(super) fn encode(record: &Record) -> Vec<u8> {
+    match record {
+        Record::Append(entry) => encode_append(entry),
+        Record::Response { seq, response } => encode_response(*seq, response),
+        Record::Ack { seq, backend } => encode_ack(*seq, backend),
+        Record::Dispatch { seq, backend } => encode_dispatch(*seq, backend),
+        Record::Undelivered { seq, backend } => encode_undelivered(*seq, backend),
+        Record::Commit { seq, response } => encode_commit(*seq, response),
+        Record::Abort { seq, reason } => encode_abort(*seq, reason),
+        Record::ExpireKeys { before } => encode_expire_keys(*before),
+        Record::Topology(t) => encode_topology(t),
+    }
 }
 
 pub(super) fn encode_topology(t: &Topology) -> Vec<u8> {
@@ -420,6 +450,7 @@ pub(super) fn decode(body: &[u8]) -> Result<Record, String> {
                 state,
                 acks,
                 dispatched: Vec::new(),
+                undelivered: Vec::new(),
                 idempotency,
             }))
         }
@@ -432,6 +463,10 @@ pub(super) fn decode(body: &[u8]) -> Result<Record, String> {
             backend: d.string()?,
         },
         KIND_DISPATCH => Record::Dispatch {
+            seq: d.u64()?,
+            backend: d.string()?,
+        },
+        KIND_UNDELIVERED => Record::Undelivered {
             seq: d.u64()?,
             backend: d.string()?,
         },
@@ -472,5 +507,7 @@ pub(super) fn decode(body: &[u8]) -> Result<Record, String> {
     Ok(record)
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,7 @@ pub(super) struct Meta {
     pub(super) state: StateAt,
     pub(super) acks: Vec<Arc<str>>,
     pub(super) dispatched: Vec<Arc<str>>,
+    pub(super) undelivered: Vec<Arc<str>>,
     /// Covered by an fsync (or the journal does not fsync). Readers see durable entries only,
     /// so that catch-up never replays a request a crash could still take back.
     pub(super) durable: bool,
@@ -54,6 +55,7 @@ pub(super) enum Change {
     Response(Seq),
     Ack(Seq, String),
     Dispatch(Seq, String),
+    Undelivered(Seq, String),
     Commit(Seq),
     Abort(Seq),
     ExpireKeys(SystemTime),
@@ -77,6 +79,7 @@ impl Change {
             Record::Response { seq, .. } => Change::Response(seq),
             Record::Ack { seq, backend } => Change::Ack(seq, backend),
             Record::Dispatch { seq, backend } => Change::Dispatch(seq, backend),
+            Record::Undelivered { seq, backend } => Change::Undelivered(seq, backend),
             Record::Commit { seq, .. } => Change::Commit(seq),
             Record::Abort { seq, .. } => Change::Abort(seq),
             Record::ExpireKeys { before } => Change::ExpireKeys(before),
@@ -91,6 +94,7 @@ impl Change {
             | Change::Response(seq)
             | Change::Ack(seq, _)
             | Change::Dispatch(seq, _)
+            | Change::Undelivered(seq, _)
             | Change::Commit(seq)
             | Change::Abort(seq) => Some(*seq),
             Change::ExpireKeys(_) | Change::Topology(_) => None,
@@ -101,7 +105,7 @@ impl Change {
     pub(super) fn is_hint(&self) -> bool {
         matches!(
             self,
-            Change::Response(_) | Change::Ack(..) | Change::Dispatch(..)
+            Change::Response(_) | Change::Ack(..) | Change::Dispatch(..) | Change::Undelivered(..)
         )
     }
 }
@@ -165,6 +169,7 @@ impl Index {
                         },
                         acks,
                         dispatched: Vec::new(),
+                        undelivered: Vec::new(),
                         durable: false,
                     },
                 );
@@ -189,6 +194,11 @@ impl Index {
                 let name = self.intern(&backend);
                 let meta = self.entries.get_mut(&seq).ok_or_else(|| missing(seq))?;
                 meta.dispatched.push(name);
+            }
+            Change::Undelivered(seq, backend) => {
+                let name = self.intern(&backend);
+                let meta = self.entries.get_mut(&seq).ok_or_else(|| missing(seq))?;
+                meta.undelivered.push(name);
             }
             Change::Commit(seq) => {
                 let meta = self.entries.get_mut(&seq).ok_or_else(|| missing(seq))?;

@@ -27,6 +27,7 @@ fn entry(state: EntryState) -> Entry {
         state,
         acks: vec!["b".into(), "c".into()],
         dispatched: vec![],
+        undelivered: vec![],
         idempotency: Some(IdempotencyKey {
             scoped: "scope:key".into(),
             fingerprint: "fp".into(),
@@ -108,6 +109,21 @@ fn times_before_and_after_the_epoch_round_trip() {
             round_trip(encode_expire_keys(t)),
             Record::ExpireKeys { before: t }
         );
+    }
+}
+
+/// Regression: the oldest time `SystemTime` holds is i64::MIN seconds before the epoch; encoding
+/// it negated i64::MIN (an overflow panic in debug builds).
+#[test]
+fn the_oldest_representable_time_round_trips() {
+    let oldest = UNIX_EPOCH - Duration::from_secs(1 << 63);
+    for t in [oldest, oldest + Duration::from_nanos(1)] {
+        let frame = encode_expire_keys(t);
+        assert_eq!(
+            &frame[FRAME_HEADER + 1..FRAME_HEADER + 9],
+            &i64::MIN.to_le_bytes()
+        );
+        assert_eq!(round_trip(frame), Record::ExpireKeys { before: t });
     }
 }
 
