@@ -196,6 +196,12 @@ impl Gateway {
         tasks.push(tokio::spawn(
             async move { checker.run(stopped_health).await },
         ));
+        if let Some(webhook) = self.webhook_task() {
+            let stopped_webhook = stopped.clone();
+            tasks.push(tokio::spawn(
+                async move { webhook.start(stopped_webhook).await },
+            ));
+        }
         Ok(Running {
             gateway: gateway_addr,
             admin: admin_addr,
