@@ -358,3 +358,141 @@ async fn a_killed_backup_is_ejected_and_rejoins_from_where_it_stopped() {
     let (_, status) = admin(&c, &gw, reqwest::Method::GET, "/status").await;
     assert_eq!(status["backends"][2]["state"], "in-sync", "{status}");
 }
+
+/// Kills the primary again and again under keyed load (`KILLS`, default 20), rejoining each
+/// killed backend with a reset before the next kill; reports the failover times. Run by
+/// `scripts/failover-bench` (release build); ignored in the normal test run for its length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "long: run with scripts/failover-bench"]
+async fn failover_loop() {
+    let kills: usize = std::env::var("KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let mut demos = vec![
+        DemoProc::start("a", "memory", dir.path()),
+        DemoProc::start("b", "memory", dir.path()),
+        DemoProc::start("c", "memory", dir.path()),
+    ];
+    let gw = GatewayProc::start(
+        dir.path(),
+        "batch",
+        &backends_toml(&demos.iter().collect::<Vec<_>>()),
+    );
+    let c = client();
+    let base = gw.url();
+    for w in 0..WRITERS {
+        until_done(
+            &c,
+            &base,
+            "/accounts",
+            &format!("open-{w}"),
+            &format!("{{\"owner\":\"w{w}\"}}"),
+        )
+        .await;
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let log: Arc<parking_lot::Mutex<Vec<Done>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (c, base, stop, log) = (c.clone(), base.clone(), stop.clone(), log.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let (replayed, primary, _) = until_done(
+                    &c,
+                    &base,
+                    &format!("/accounts/{}/deposit", w + 1),
+                    &format!("loop-{w}-{n}"),
+                    "{\"amount\":1}",
+                )
+                .await;
+                log.lock().push(Done {
+                    at: Instant::now(),
+                    primary,
+                    replayed,
+                });
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut failovers = Vec::new();
+    for round in 0..kills {
+        let (_, status) = admin(&c, &gw, reqwest::Method::GET, "/status").await;
+        let primary = status["primary"].as_str().unwrap().to_owned();
+        let before = log.lock().len();
+        // Some load before each kill, so the kill lands mid-stream.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.lock().len() < before + 20 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no progress before the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let victim = demos.iter_mut().find(|d| d.name == primary).unwrap();
+        victim.kill();
+        let killed_at = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let first = loop {
+            let found = log
+                .lock()
+                .iter()
+                .filter(|d| d.at > killed_at && d.primary != primary)
+                .map(|d| d.at)
+                .min();
+            if let Some(at) = found {
+                break at;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no commit after killing {primary}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        failovers.push(first - killed_at);
+        let victim = demos.iter_mut().find(|d| d.name == primary).unwrap();
+        victim.restart();
+        let (code, report) = admin(
+            &c,
+            &gw,
+            reqwest::Method::POST,
+            &format!("/backends/{primary}/rejoin?reset=true"),
+        )
+        .await;
+        assert_eq!(code, 200, "round {round}: rejoin {primary}: {report}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut per_writer = Vec::new();
+    for w in writers {
+        per_writer.push(w.await.unwrap());
+    }
+    // Every deposit exactly once, on every backend, all equal.
+    let first = accounts(&c, &demos[0]).await;
+    for d in &demos {
+        assert_eq!(accounts(&c, d).await, first, "{} equals the others", d.name);
+    }
+    let view: Vec<Value> = serde_json::from_str(&first).unwrap();
+    for (w, n) in per_writer.iter().enumerate() {
+        assert_eq!(
+            view[w]["balance"], *n as u64,
+            "writer {w}: {n} deposits, each exactly once"
+        );
+    }
+    failovers.sort();
+    let pct = |p: f64| {
+        failovers[((failovers.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(failovers.len() - 1)]
+        .as_millis()
+    };
+    let operations = log.lock().len();
+    println!(
+        "{{\"kills\": {kills}, \"failover_ms_p50\": {}, \"failover_ms_p99\": {}, \"failover_ms_max\": {}, \"operations\": {operations}, \"lost\": 0, \"duplicates\": 0}}",
+        pct(0.5),
+        pct(0.99),
+        failovers.last().unwrap().as_millis()
+    );
+}
