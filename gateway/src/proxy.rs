@@ -146,7 +146,18 @@ impl GatewayProxy {
                             };
                             return self.respond_error(session, &e).await;
                         }
-                        // Never committed: the request may run again.
+                        // Never committed, and a backend may have applied it anyway: running it
+                        // again could apply it twice, so it is not run again.
+                        EntryState::Aborted(_)
+                            if entry.dispatched.iter().any(|b| entry.outcome_unknown(b)) =>
+                        {
+                            let e = GatewayError::IdempotencyOutcomeUnknown {
+                                header: header.clone(),
+                                seq: entry.seq,
+                            };
+                            return self.respond_error(session, &e).await;
+                        }
+                        // Never committed and never applied anywhere: the request may run again.
                         EntryState::Aborted(_) => {}
                     }
                 }

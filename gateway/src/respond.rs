@@ -27,6 +27,10 @@ pub enum GatewayError {
     IdempotencyKeyInFlight { header: String },
     #[error("the gateway is handling its limit of {limit} state-changing requests; retry shortly")]
     Overloaded { limit: usize },
+    #[error(
+        "the request sent earlier with this {header} (request {seq}) failed with an unknown outcome: the primary may have applied it and no backup could take over; it is not run again automatically (an operator can check the primary with `lockstep status` and rejoin it)"
+    )]
+    IdempotencyOutcomeUnknown { header: String, seq: u64 },
     #[error("no backend is reachable: {0}")]
     Unavailable(String),
     #[error("the backend failed: {0}")]
@@ -69,6 +73,7 @@ impl GatewayError {
             GatewayError::Replication(ReplicationError::Journal(_)) => (503, "journal_unavailable"),
             GatewayError::Replication(ReplicationError::TaskFailed) => (500, "internal"),
             GatewayError::Unavailable(_) => (503, "unavailable"),
+            GatewayError::IdempotencyOutcomeUnknown { .. } => (409, "idempotency_outcome_unknown"),
             GatewayError::Overloaded { .. } => (503, "overloaded"),
             GatewayError::BadGateway(_) => (502, "bad_gateway"),
         }

@@ -325,3 +325,28 @@ async fn keys_expire_after_their_ttl() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_is_not_run_again_when_the_first_attempt_has_an_unknown_outcome() {
+    // One backend, so nobody can take over; it holds the request past the primary timeout.
+    let (ms, toml) = mocks(1).await;
+    let gw = start_gateway(&format!(
+        "[replication]\nprimary_timeout = \"300ms\"\n{toml}"
+    ));
+    let c = client();
+    ms[0].mock.hold("/k/");
+    let url = format!("http://{}/k/1", gw.gateway);
+    let first = keyed(&c, url.clone(), "once", "{}").send().await.unwrap();
+    assert_eq!(first.status(), 504, "the primary did not answer in time");
+    // Whether the primary applied it cannot be known from here: the retry must not risk it.
+    let retry = keyed(&c, url, "once", "{}").send().await.unwrap();
+    assert_eq!(retry.status(), 409);
+    let v: serde_json::Value = retry.json().await.unwrap();
+    assert_eq!(v["error"], "idempotency_outcome_unknown");
+    assert_eq!(
+        ms[0].mock.arrived(),
+        vec!["/k/1".to_string()],
+        "the retry never reached the backend"
+    );
+    gw.stop().await;
+}
