@@ -3,9 +3,9 @@
 //! switchover, fences).
 //!
 //! Each request runs in its own task, so a client that disconnects never leaves a request half
-//! replicated. Ordering per (lane, backend) comes from [`crate::lane`]; the primary is released
-//! for the lane's next request as soon as it answered, so the primary and the backups work as a
-//! pipeline.
+//! replicated. Ordering per (lane, backend) comes from [`crate::lane`]. A lane's next request
+//! reaches the primary only when the current one is done on every backup, so a crash leaves at
+//! most one request per lane whose outcome is unknown; lanes give the concurrency.
 //!
 //! When the primary fails under a request and an in-sync backup exists, the request is *parked*
 //! instead of failed: the failover procedure (in `failover.rs`) fences admission, drains the
@@ -602,12 +602,18 @@ impl Replicator {
         }
         if error.not_delivered() {
             primary.mark_acked(seq);
-            self.change_state(
+            if self.change_state(
                 primary,
                 Some(BackendState::InSync),
                 BackendState::Down,
                 &reason,
-            );
+            ) {
+                self.topology_changed(
+                    "failover-failed",
+                    Some(&primary.name),
+                    "no in-sync backup can take over",
+                );
+            }
         } else {
             self.change_state(
                 primary,

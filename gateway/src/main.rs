@@ -128,12 +128,12 @@ fn main() -> ExitCode {
         }
         Command::Status { admin, json } => admin_call(&admin, |client| async move {
             let status = client.status().await?;
+            let (table, degraded) = lockstep::client::status_table(&status);
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
-                return Ok(ExitCode::SUCCESS);
+            } else {
+                print!("{table}");
             }
-            let (table, degraded) = lockstep::client::status_table(&status);
-            print!("{table}");
             Ok(if degraded {
                 ExitCode::from(2)
             } else {

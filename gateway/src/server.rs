@@ -202,6 +202,7 @@ impl Gateway {
                 async move { webhook.start(stopped_webhook).await },
             ));
         }
+        tasks.push(tokio::spawn(expire_keys(self.clone(), stopped.clone())));
         Ok(Running {
             gateway: gateway_addr,
             admin: admin_addr,
@@ -241,7 +242,35 @@ async fn recover_logged(gateway: &Gateway) {
             primary = %report.primary,
             "journal recovered; admitting requests"
         ),
-        Err(e) => tracing::error!(error = %e, "journal recovery failed; admitting requests anyway"),
+        // Admission stays closed: writing on top of a history that could not be read back
+        // could lose or repeat requests. Reads are still served.
+        Err(e) => {
+            tracing::error!(error = %e, "journal recovery failed; state-changing requests stay paused until the journal is repaired and the gateway restarted")
+        }
+    }
+}
+
+/// Forgets idempotency keys older than the TTL, periodically, until `shutdown`.
+async fn expire_keys(gateway: Gateway, mut shutdown: ShutdownWatch) {
+    let ttl = gateway.shared.config.idempotency.ttl;
+    let every = (ttl / 10).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let replicator = &gateway.shared.replicator;
+        let Some(before) = replicator.clock().now().checked_sub(ttl) else {
+            continue;
+        };
+        match replicator.journal().expire_keys(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(expired = n, "idempotency keys expired"),
+            Err(e) => tracing::warn!(error = %e, "could not expire idempotency keys"),
+        }
     }
 }
 
@@ -267,10 +296,10 @@ impl Gateway {
             .shared
             .replicator
             .recover(&compare, &self.shared.config.verify.probes)
-            .await;
+            .await?;
         self.verify_backups_at_start().await;
         self.shared.replicator.unfence();
-        report
+        Ok(report)
     }
 
     /// With view probes configured, a backup that starts out in-sync must show the primary's
@@ -389,6 +418,7 @@ struct HealthTask(HealthChecker, Gateway);
 impl BackgroundService for HealthTask {
     async fn start(&self, shutdown: ShutdownWatch) {
         recover_logged(&self.1).await;
+        tokio::spawn(expire_keys(self.1.clone(), shutdown.clone()));
         self.0.run(shutdown).await;
     }
 }

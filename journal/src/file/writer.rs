@@ -206,6 +206,10 @@ impl Writer {
         for (r, loc) in accepted.into_iter().zip(locs) {
             let needs_sync = match r.change {
                 Change::Topology(_) => true,
+                // Under `Always` a dispatch mark is on stable storage before the request leaves:
+                // after a power loss, a request a backend may have applied is never taken for
+                // one it never saw.
+                Change::Dispatch(..) => self.durability == Durability::Always,
                 ref c if c.is_hint() => false,
                 _ => self.durability == Durability::Always,
             };
