@@ -92,7 +92,7 @@ fn example_catchup_events_log_checkpoint() {
     assert_eq!(
         config.checkpoint.export,
         Some(Hook::Request {
-            method: "POST".into(),
+            method: "GET".into(),
             path: "/admin/export".into()
         })
     );
