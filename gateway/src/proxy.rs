@@ -473,8 +473,16 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<Box<HttpPeer>> {
         let primary = self.shared.replicator.pool().primary();
         ctx.primary = Some(primary.name.clone());
+        // Peers are built once per backend URL: resolving the address on every read would cost
+        // more than the proxying itself.
+        if let Some(peer) = self.shared.read_peers.get(primary.url.as_str()) {
+            return Ok(Box::new(peer.clone()));
+        }
         let peer = backend_peer(&primary.url, &self.shared.read_timeouts)
             .map_err(|e| Error::explain(ErrorType::ConnectError, e.to_string()))?;
+        self.shared
+            .read_peers
+            .insert(primary.url.to_string(), peer.clone());
         Ok(Box::new(peer))
     }
 

@@ -85,6 +85,7 @@ impl Gateway {
                 admin_token,
                 joins: Default::default(),
                 logical_in_flight: Default::default(),
+                read_peers: Default::default(),
             }),
         })
     }

@@ -17,6 +17,8 @@ pub(crate) struct Shared {
     pub(crate) replicator: Arc<Replicator>,
     /// Timeouts of proxied reads.
     pub(crate) read_timeouts: PeerTimeouts,
+    /// The read path's peer per backend URL.
+    pub(crate) read_peers: dashmap::DashMap<String, pingora::upstreams::peer::HttpPeer>,
     /// Scoped idempotency keys with a request in flight.
     pub(crate) in_flight: Arc<InFlight>,
     /// Logical requests being handled now (bounded by `gateway.max_in_flight`).
