@@ -68,8 +68,11 @@ pub(super) struct Writer {
 impl Writer {
     /// Runs until every journal handle is gone.
     pub(super) fn run(mut self) {
-        // Under `Batch`: when the oldest write not yet fsynced happened.
+        // Under `Batch`: when the oldest write not yet fsynced happened, and the thread that
+        // fsyncs, so that writing (and answering) goes on while an fsync runs.
         let mut unsynced_since: Option<Instant> = None;
+        let syncer =
+            (self.durability == Durability::Batch).then(|| spawn_syncer(self.shared.clone()));
         loop {
             let first = match unsynced_since {
                 Some(since) => {
@@ -80,12 +83,13 @@ impl Writer {
                     {
                         Ok(r) => r,
                         Err(RecvTimeoutError::Timeout) => {
-                            self.background_sync();
+                            self.background_sync(syncer.as_ref());
                             unsynced_since = None;
                             continue;
                         }
                         Err(RecvTimeoutError::Disconnected) => {
-                            self.background_sync();
+                            // Closing: a last fsync, here, before the thread ends.
+                            self.background_sync(None);
                             return;
                         }
                     }
@@ -105,7 +109,7 @@ impl Writer {
             } else if self.durability == Durability::Batch && (self.segment, self.len) != before {
                 let since = *unsynced_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= self.batch_interval {
-                    self.background_sync();
+                    self.background_sync(syncer.as_ref());
                     unsynced_since = None;
                 }
             }
@@ -113,7 +117,12 @@ impl Writer {
     }
 
     /// An fsync nobody waits for (`Batch`); a failure stops the journal like any other.
-    fn background_sync(&self) {
+    fn background_sync(&self, syncer: Option<&std::sync::mpsc::Sender<Arc<File>>>) {
+        if let Some(syncer) = syncer {
+            if syncer.send(self.file.clone()).is_ok() {
+                return;
+            }
+        }
         if let Err(e) = self.sync() {
             *self.shared.failure.lock() = Some(format!("fsync failed: {e}"));
         }
@@ -298,6 +307,30 @@ impl Writer {
             detail,
         }
     }
+}
+
+/// The `Batch` fsync thread: fsyncs the segment it is handed, coalescing requests that queued
+/// up meanwhile; a failure stops the journal like any other.
+fn spawn_syncer(shared: Arc<Shared>) -> std::sync::mpsc::Sender<Arc<File>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Arc<File>>();
+    let spawned = std::thread::Builder::new()
+        .name("lockstep-journal-sync".into())
+        .spawn(move || {
+            while let Ok(mut file) = rx.recv() {
+                while let Ok(newer) = rx.try_recv() {
+                    file = newer;
+                }
+                shared.syncs.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = file.sync_data() {
+                    *shared.failure.lock() = Some(format!("fsync failed: {e}"));
+                }
+            }
+        });
+    if spawned.is_err() {
+        // No thread: the sender's receiver is gone, so `background_sync` fsyncs inline.
+        return std::sync::mpsc::channel().0;
+    }
+    tx
 }
 
 /// Creates segment `number` with its header, fsyncs it and the directory.
