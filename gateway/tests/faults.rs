@@ -141,11 +141,16 @@ async fn wait_progress(progress: &AtomicUsize, at_least: usize) {
 }
 
 async fn admin(
-    c: &reqwest::Client,
+    _: &reqwest::Client,
     g: &GatewayProc,
     method: reqwest::Method,
     path: &str,
 ) -> (u16, Value) {
+    // A rejoin replays the journal while traffic flows: it may take a while.
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
     let r = c
         .request(method, format!("http://{}{path}", g.admin))
         .send()
