@@ -34,20 +34,11 @@ async fn next_event(response: &mut reqwest::Response, kind: &str) -> serde_json:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_switchover_is_announced_on_both_streams_and_to_the_webhook() {
-    let mut mocks = Vec::new();
-    for _ in 0..3 {
-        mocks.push(MockServer::start().await);
-    }
+    let (_mocks, backends) = start_mocks(2).await;
     let hook = MockServer::start().await;
-    let list: Vec<(&str, String)> = ["a", "b"]
-        .iter()
-        .zip(&mocks)
-        .map(|(n, m)| (*n, m.url.clone()))
-        .collect();
     let gw = start_gateway(&format!(
         "[events]\nwebhook = \"{}/hook\"\n{}",
-        hook.url,
-        backends_toml(&list)
+        hook.url, backends
     ));
     let c = client();
 
@@ -121,19 +112,14 @@ async fn a_switchover_is_announced_on_both_streams_and_to_the_webhook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_admin_api_requires_its_token_and_answers_json_errors() {
-    let mocks = [MockServer::start().await, MockServer::start().await];
-    let list: Vec<(&str, String)> = ["a", "b"]
-        .iter()
-        .zip(&mocks)
-        .map(|(n, m)| (*n, m.url.clone()))
-        .collect();
+    let (_mocks, backends) = start_mocks(2).await;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
     let gw = start_gateway(&format!(
         "[admin]\ntoken_file = \"{}\"\n{}",
         token.display(),
-        backends_toml(&list)
+        backends
     ));
     let c = client();
     let status = format!("http://{}/status", gw.admin);

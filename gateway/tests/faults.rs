@@ -88,19 +88,18 @@ struct Done {
     replayed: bool,
 }
 
+/// Opens one account per writer (ids 1..=WRITERS), keyed so that retries are safe.
+async fn open_accounts(c: &reqwest::Client, base: &str) {
+    for w in 0..WRITERS {
+        let body = format!("{{\"owner\":\"w{w}\"}}");
+        until_done(c, base, "/accounts", &format!("open-{w}"), &body).await;
+    }
+}
+
 /// Opens one account per writer, then has every writer deposit 1 `DEPOSITS` times.
 async fn keyed_load(base: String, progress: Arc<AtomicUsize>) -> Vec<Done> {
     let c = client();
-    for w in 0..WRITERS {
-        until_done(
-            &c,
-            &base,
-            "/accounts",
-            &format!("open-{w}"),
-            &format!("{{\"owner\":\"w{w}\"}}"),
-        )
-        .await;
-    }
+    open_accounts(&c, &base).await;
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let (c, base, progress) = (c.clone(), base.clone(), progress.clone());
@@ -387,16 +386,7 @@ async fn failover_loop() {
     );
     let c = client();
     let base = gw.url();
-    for w in 0..WRITERS {
-        until_done(
-            &c,
-            &base,
-            "/accounts",
-            &format!("open-{w}"),
-            &format!("{{\"owner\":\"w{w}\"}}"),
-        )
-        .await;
-    }
+    open_accounts(&c, &base).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let log: Arc<parking_lot::Mutex<Vec<Done>>> = Arc::default();
     let mut writers = Vec::new();

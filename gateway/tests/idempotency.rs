@@ -14,21 +14,6 @@ use lockstep::Gateway;
 use lockstep_backends::ManualClock;
 use lockstep_demo::{Faults, Implementation};
 
-async fn mocks(n: usize) -> (Vec<MockServer>, String) {
-    let mut ms = Vec::new();
-    for _ in 0..n {
-        ms.push(MockServer::start().await);
-    }
-    let names = ["a", "b", "c"];
-    let list: Vec<(&str, String)> = names
-        .iter()
-        .zip(&ms)
-        .map(|(n, m)| (*n, m.url.clone()))
-        .collect();
-    let toml = backends_toml(&list);
-    (ms, toml)
-}
-
 fn keyed(c: &reqwest::Client, url: String, key: &str, body: &str) -> reqwest::RequestBuilder {
     c.post(url)
         .header("Idempotency-Key", key)
@@ -89,7 +74,7 @@ async fn a_retry_gets_the_committed_response_and_nothing_runs_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reused_key_with_another_request_is_refused_with_422() {
-    let (ms, toml) = mocks(2).await;
+    let (ms, toml) = start_mocks(2).await;
     let gw = start_gateway(&toml);
     let c = client();
     let url = format!("http://{}/k/1", gw.gateway);
@@ -124,7 +109,7 @@ async fn a_reused_key_with_another_request_is_refused_with_422() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_are_validated_and_required_where_the_route_says_so() {
-    let (ms, toml) = mocks(2).await;
+    let (ms, toml) = start_mocks(2).await;
     let routes = "[[routes]]\nmatch = \"POST /pay/**\"\nidempotency = \"required\"\n[[routes]]\nmatch = \"POST /free/**\"\nidempotency = \"off\"\n";
     let gw = start_gateway(&format!("{routes}{toml}"));
     let c = client();
@@ -184,7 +169,7 @@ async fn keys_are_validated_and_required_where_the_route_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_are_scoped_by_credentials() {
-    let (ms, toml) = mocks(2).await;
+    let (ms, toml) = start_mocks(2).await;
     let gw = start_gateway(&toml);
     let c = client();
     let url = format!("http://{}/k/1", gw.gateway);
@@ -211,7 +196,7 @@ async fn keys_are_scoped_by_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_of_an_in_flight_key_waits_and_replays() {
-    let (ms, toml) = mocks(2).await;
+    let (ms, toml) = start_mocks(2).await;
     let gw = start_gateway(&toml);
     let c = client();
     ms[1].mock.hold("/k/");
@@ -233,7 +218,7 @@ async fn a_retry_of_an_in_flight_key_waits_and_replays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_in_flight_reject_a_concurrent_retry_gets_409() {
-    let (ms, toml) = mocks(2).await;
+    let (ms, toml) = start_mocks(2).await;
     let gw = start_gateway(&format!("[idempotency]\nin_flight = \"reject\"\n{toml}"));
     let c = client();
     ms[1].mock.hold("/k/");
@@ -251,7 +236,7 @@ async fn with_in_flight_reject_a_concurrent_retry_gets_409() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_that_hangs_up_after_sending_can_retry_safely() {
-    let (ms, toml) = mocks(2).await;
+    let (ms, toml) = start_mocks(2).await;
     let gw = start_gateway(&toml);
     ms[1].mock.hold("/k/");
     // Send the request on a raw socket and hang up before any answer.
@@ -285,7 +270,7 @@ async fn a_client_that_hangs_up_after_sending_can_retry_safely() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_expire_after_their_ttl() {
-    let (ms, toml) = mocks(2).await;
+    let (ms, toml) = start_mocks(2).await;
     let clock = Arc::new(ManualClock::new(
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
     ));
@@ -329,7 +314,7 @@ async fn keys_expire_after_their_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_is_not_run_again_when_the_first_attempt_has_an_unknown_outcome() {
     // One backend, so nobody can take over; it holds the request past the primary timeout.
-    let (ms, toml) = mocks(1).await;
+    let (ms, toml) = start_mocks(1).await;
     let gw = start_gateway(&format!(
         "[replication]\nprimary_timeout = \"300ms\"\n{toml}"
     ));

@@ -214,17 +214,9 @@ async fn a_wrong_backup_is_marked_diverged_and_clients_get_the_primarys_answer()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lanes_progress_concurrently_and_one_lane_never_reorders() {
-    let mut mocks = Vec::new();
-    for _ in 0..3 {
-        mocks.push(MockServer::start().await);
-    }
-    let list: Vec<(&str, String)> = ["a", "b", "c"]
-        .iter()
-        .zip(&mocks)
-        .map(|(n, m)| (*n, m.url.clone()))
-        .collect();
+    let (mocks, backends) = start_mocks(3).await;
     let routes = "[[routes]]\nmatch = \"POST /{lane}/**\"\nlane = \"{lane}\"\n";
-    let gw = start_gateway(&format!("{routes}{}", backends_toml(&list)));
+    let gw = start_gateway(&format!("{routes}{}", backends));
     let c = client();
 
     // Backup b holds every request of lane "slow": the lane is stuck there.
@@ -288,16 +280,8 @@ async fn lanes_progress_concurrently_and_one_lane_never_reorders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_backend_receives_the_same_request_with_context_headers() {
-    let mut mocks = Vec::new();
-    for _ in 0..2 {
-        mocks.push(MockServer::start().await);
-    }
-    let list: Vec<(&str, String)> = ["a", "b"]
-        .iter()
-        .zip(&mocks)
-        .map(|(n, m)| (*n, m.url.clone()))
-        .collect();
-    let gw = start_gateway(&backends_toml(&list));
+    let (mocks, backends) = start_mocks(2).await;
+    let gw = start_gateway(&backends);
     let c = client();
     let body = "x".repeat(200_000);
     let r = c
@@ -349,15 +333,7 @@ async fn every_backend_receives_the_same_request_with_context_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn classification_decides_who_sees_a_request() {
-    let mut mocks = Vec::new();
-    for _ in 0..2 {
-        mocks.push(MockServer::start().await);
-    }
-    let list: Vec<(&str, String)> = ["a", "b"]
-        .iter()
-        .zip(&mocks)
-        .map(|(n, m)| (*n, m.url.clone()))
-        .collect();
+    let (mocks, backends) = start_mocks(2).await;
     let routes = r#"
 [[routes]]
 match = "POST /search"
@@ -371,7 +347,7 @@ kind = "logical"
 match = "GET|POST /x/**"
 kind = "read"
 "#;
-    let gw = start_gateway(&format!("{routes}{}", backends_toml(&list)));
+    let gw = start_gateway(&format!("{routes}{}", backends));
     let c = client();
     let send = |m: &str, p: &str| {
         let req = c.request(
@@ -418,19 +394,8 @@ kind = "read"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oversized_bodies_get_413_and_reach_no_backend() {
-    let mut mocks = Vec::new();
-    for _ in 0..2 {
-        mocks.push(MockServer::start().await);
-    }
-    let list: Vec<(&str, String)> = ["a", "b"]
-        .iter()
-        .zip(&mocks)
-        .map(|(n, m)| (*n, m.url.clone()))
-        .collect();
-    let gw = start_gateway(&format!(
-        "[gateway]\nmax_body = \"1KiB\"\n{}",
-        backends_toml(&list)
-    ));
+    let (mocks, backends) = start_mocks(2).await;
+    let gw = start_gateway(&format!("[gateway]\nmax_body = \"1KiB\"\n{}", backends));
     let c = client();
     let r = c
         .post(format!("http://{}/k/1", gw.gateway))

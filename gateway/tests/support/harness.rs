@@ -190,6 +190,22 @@ struct MockInner {
     progress: watch::Sender<usize>,
 }
 
+/// `n` mock backends named a, b, c... and their `[[backends]]` tables (the first is primary).
+pub async fn start_mocks(n: usize) -> (Vec<MockServer>, String) {
+    let mut mocks = Vec::new();
+    for _ in 0..n {
+        mocks.push(MockServer::start().await);
+    }
+    let names = ["a", "b", "c", "d", "e"];
+    let list: Vec<(&str, String)> = names
+        .iter()
+        .zip(&mocks)
+        .map(|(n, m)| (*n, m.url.clone()))
+        .collect();
+    let toml = backends_toml(&list);
+    (mocks, toml)
+}
+
 pub struct MockServer {
     pub mock: Mock,
     pub url: String,
