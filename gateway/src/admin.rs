@@ -3,7 +3,6 @@
 //! token is configured every request must carry it as a bearer token.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
-use crate::events::{event_frame, status_frame};
+use crate::events::{EventFrames, stream_header};
 use crate::shared::Shared;
 
 /// Largest admin request body read.
@@ -217,15 +216,10 @@ impl Admin {
 
     /// Server-Sent Events until the client leaves or the gateway stops.
     async fn stream_events(&self, session: &mut ServerSession, mut shutdown: ShutdownWatch) {
-        let mut events = self.shared.replicator.events().subscribe();
-        let mut header = ResponseHeader::build(200, Some(4)).expect("static status");
-        for (n, v) in [
-            ("Content-Type", "text/event-stream"),
-            ("Cache-Control", "no-cache"),
-            ("Transfer-Encoding", "chunked"),
-        ] {
-            let _ = header.insert_header(n, v);
-        }
+        let mut frames = EventFrames::new(&self.shared.replicator);
+        let Some(header) = stream_header(None) else {
+            return;
+        };
         session.set_keepalive(None);
         if session
             .write_response_header(Box::new(header))
@@ -234,19 +228,12 @@ impl Admin {
         {
             return;
         }
-        let first = status_frame(&self.shared.replicator.status());
-        if session.write_response_body(first, false).await.is_err() {
-            return;
-        }
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(15));
         loop {
             let frame = tokio::select! {
-                e = events.recv() => match e {
-                    Ok(event) => event_frame(&event),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Bytes::from(format!(": {n} events dropped\n\n")),
-                    Err(_) => return,
+                f = frames.next() => match f {
+                    Some(f) => f,
+                    None => return,
                 },
-                _ = heartbeat.tick() => Bytes::from_static(b": keep-alive\n\n"),
                 _ = shutdown.changed() => return,
             };
             if session.write_response_body(frame, false).await.is_err() {

@@ -25,6 +25,57 @@ pub(crate) fn status_frame(status: &PoolStatus) -> Bytes {
     ))
 }
 
+/// The frames of one event stream: the current status first, then every event, with a comment
+/// every 15 s so that idle connections stay open through intermediaries.
+pub(crate) struct EventFrames {
+    events: broadcast::Receiver<TopologyEvent>,
+    heartbeat: tokio::time::Interval,
+    first: Option<Bytes>,
+}
+
+impl EventFrames {
+    /// Subscribes now, so that no event after `status` is missed.
+    pub(crate) fn new(replicator: &lockstep_backends::Replicator) -> Self {
+        let events = replicator.events().subscribe();
+        EventFrames {
+            events,
+            heartbeat: tokio::time::interval(Duration::from_secs(15)),
+            first: Some(status_frame(&replicator.status())),
+        }
+    }
+
+    /// The next frame to send; `None` when the stream is over.
+    pub(crate) async fn next(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        tokio::select! {
+            e = self.events.recv() => match e {
+                Ok(event) => Some(event_frame(&event)),
+                Err(broadcast::error::RecvError::Lagged(n)) => Some(Bytes::from(format!(": {n} events dropped\n\n"))),
+                Err(broadcast::error::RecvError::Closed) => None,
+            },
+            _ = self.heartbeat.tick() => Some(Bytes::from_static(b": keep-alive\n\n")),
+        }
+    }
+}
+
+/// The response header of an event stream.
+pub(crate) fn stream_header(primary: Option<&str>) -> Option<pingora::http::ResponseHeader> {
+    let mut header = pingora::http::ResponseHeader::build(200, Some(5)).ok()?;
+    header
+        .insert_header("Content-Type", "text/event-stream")
+        .ok()?;
+    header.insert_header("Cache-Control", "no-cache").ok()?;
+    header.insert_header("Transfer-Encoding", "chunked").ok()?;
+    if let Some(primary) = primary {
+        header
+            .insert_header("Lockstep-Primary", primary.to_owned())
+            .ok()?;
+    }
+    Some(header)
+}
+
 /// Posts every event to `url`, retrying with backoff; runs until the bus closes. It reads from
 /// its own subscription, so a slow or dead webhook never holds up requests (it may miss events
 /// if it falls more than the bus's capacity behind; it logs how many).

@@ -16,7 +16,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use tracing::debug;
 
-use crate::events::{event_frame, status_frame};
+use crate::events::{EventFrames, stream_header};
 use crate::headers::{forwarded_request_headers, is_hop_by_hop};
 use crate::idempotency::{fingerprint, parse_key, scoped_key};
 use crate::respond::{ErrorResponse, GatewayError};
@@ -312,19 +312,11 @@ impl GatewayProxy {
     /// Topology events as Server-Sent Events, so clients learn of a new primary; ends when the
     /// client leaves or the gateway shuts down.
     async fn stream_events(&self, session: &mut Session) {
-        let mut events = self.shared.replicator.events().subscribe();
-        let Ok(mut header) = ResponseHeader::build(200, Some(5)) else {
+        let mut frames = EventFrames::new(&self.shared.replicator);
+        let primary = self.shared.replicator.pool().primary().name.clone();
+        let Some(header) = stream_header(Some(&primary)) else {
             return;
         };
-        let primary = self.shared.replicator.pool().primary().name.clone();
-        for (n, v) in [
-            ("Content-Type", "text/event-stream"),
-            ("Cache-Control", "no-cache"),
-            ("Transfer-Encoding", "chunked"),
-            ("Lockstep-Primary", primary.as_str()),
-        ] {
-            let _ = header.insert_header(n, v);
-        }
         session.set_keepalive(None);
         if session
             .write_response_header(Box::new(header), false)
@@ -333,31 +325,12 @@ impl GatewayProxy {
         {
             return;
         }
-        let first = status_frame(&self.shared.replicator.status());
-        if session
-            .write_response_body(Some(first), false)
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(15));
-        loop {
-            let frame = tokio::select! {
-                e = events.recv() => match e {
-                    Ok(event) => event_frame(&event),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Bytes::from(format!(": {n} events dropped\n\n")),
-                    Err(_) => return,
-                },
-                _ = heartbeat.tick() => Bytes::from_static(b": keep-alive\n\n"),
-            };
-            if session.is_process_shutting_down() {
-                return;
-            }
-            if session
-                .write_response_body(Some(frame), false)
-                .await
-                .is_err()
+        while let Some(frame) = frames.next().await {
+            if session.is_process_shutting_down()
+                || session
+                    .write_response_body(Some(frame), false)
+                    .await
+                    .is_err()
             {
                 return;
             }
