@@ -328,7 +328,7 @@ async fn group_commit_shares_fsyncs_between_concurrent_appenders() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_mode_spaces_fsyncs_and_callers_still_wait_for_them() {
+async fn batch_mode_fsyncs_in_the_background_and_coalesces() {
     let dir = tempfile::tempdir().unwrap();
     let options = FileJournalOptions {
         batch_interval: Duration::from_millis(5),
@@ -337,11 +337,19 @@ async fn batch_mode_spaces_fsyncs_and_callers_still_wait_for_them() {
     let j = Arc::new(FileJournal::open_with(dir.path(), options).unwrap());
     let started = std::time::Instant::now();
     concurrent_appends(j.clone(), 16, 10).await;
+    // Calls answer once their record is written; the fsync follows within the interval, on the
+    // syncer thread. Wait for it (bounded), then check that the fsyncs were spaced and coalesced.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while j.sync_count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fsync within 10 s of the writes"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let elapsed = started.elapsed();
     let syncs = j.sync_count();
     println!("320 durable calls, {syncs} fsyncs in {elapsed:?}");
-    // Fsyncs start at most once per interval, and every durable call waited for one.
-    assert!(syncs >= 1);
     assert!(
         elapsed >= Duration::from_millis(5) * (syncs as u32 - 1),
         "{syncs} fsyncs in {elapsed:?}"
