@@ -22,6 +22,8 @@ pub struct CatchupOptions {
     pub fence_lag: u64,
     /// Entries read from the journal at a time.
     pub batch: usize,
+    /// Lanes replayed at once (entries of one lane always go one after the other).
+    pub concurrency: usize,
     /// The backend starts empty (it was reset): nothing it was sent before counts.
     pub fresh: bool,
 }
@@ -31,6 +33,7 @@ impl Default for CatchupOptions {
         CatchupOptions {
             fence_lag: 64,
             batch: 256,
+            concurrency: 4,
             fresh: false,
         }
     }
@@ -48,6 +51,13 @@ pub struct JoinProgress {
     pub next_seq: Seq,
     /// The journal's tail when last looked at.
     pub last_seq: Seq,
+    /// The first seq this catch-up replays (after a checkpoint: the checkpoint's seq + 1).
+    pub from_seq: Seq,
+    /// Milliseconds since the catch-up started.
+    pub elapsed_ms: u64,
+    /// How long admission was paused, once the fence is over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_ms: Option<u64>,
 }
 
 /// A finished catch-up.
@@ -100,6 +110,18 @@ pub enum JoinError {
     Journal(String),
     #[error("{0}")]
     Reset(String),
+    #[error("{0} was removed during its catch-up")]
+    Removed(String),
+    #[error(
+        "the journal's history starts at request {first} (older requests were compacted after a checkpoint); {backend} needs request {needed}: add or rejoin it from a checkpoint"
+    )]
+    HistoryCompacted {
+        backend: String,
+        needed: Seq,
+        first: Seq,
+    },
+    #[error("{0}")]
+    Checkpoint(String),
 }
 
 fn describe(d: &[ProbeDifference]) -> String {
@@ -149,6 +171,8 @@ impl Replicator {
             progress,
             replayed: 0,
             next: from,
+            from,
+            started,
             assumed: Vec::new(),
             fresh: options.fresh,
         };
@@ -161,7 +185,10 @@ impl Replicator {
         };
         match result {
             Ok(pause) => {
-                progress.send_replace(run.snapshot("in-sync"));
+                progress.send_replace(JoinProgress {
+                    pause_ms: Some(pause.as_millis() as u64),
+                    ..run.snapshot("in-sync")
+                });
                 let report = JoinReport {
                     backend: name.to_owned(),
                     from,
@@ -186,7 +213,9 @@ impl Replicator {
                     }
                     _ => BackendState::Lagging,
                 };
-                self.change_state(&run.backend, None, state, &e.to_string());
+                if self.is_member(&run.backend) {
+                    self.change_state(&run.backend, None, state, &e.to_string());
+                }
                 progress.send_replace(run.snapshot("failed"));
                 Err(e)
             }
@@ -201,6 +230,8 @@ struct Run<'a> {
     progress: &'a watch::Sender<JoinProgress>,
     replayed: u64,
     next: Seq,
+    from: Seq,
+    started: Instant,
     /// Entries with an unknown outcome on this backend, counted as applied.
     assumed: Vec<Seq>,
     fresh: bool,
@@ -214,6 +245,9 @@ impl Run<'_> {
             replayed: self.replayed,
             next_seq: self.next,
             last_seq: self.replicator.last_seq(),
+            from_seq: self.from,
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+            pause_ms: None,
         }
     }
 
@@ -226,10 +260,8 @@ impl Run<'_> {
                 return Ok(());
             }
             let entries = self.read(options.batch).await?;
-            for entry in entries {
-                if !self.replay(&entry).await? {
-                    return Ok(());
-                }
+            if !self.replay_batch(entries, options.concurrency).await? {
+                return Ok(());
             }
         }
     }
@@ -242,6 +274,9 @@ impl Run<'_> {
     ) -> Result<Duration, JoinError> {
         let r = self.replicator.clone();
         let _one_change = r.topology_change.lock().await;
+        if !r.is_member(&self.backend) {
+            return Err(JoinError::Removed(self.backend.name.clone()));
+        }
         let fenced_at = Instant::now();
         r.fence();
         r.drain().await;
@@ -268,13 +303,12 @@ impl Run<'_> {
         self.progress.send_replace(self.snapshot("fenced"));
         let r = self.replicator.clone();
         while self.next <= r.last_seq() {
-            for entry in self.read(options.batch).await? {
-                if !self.replay(&entry).await? {
-                    return Err(JoinError::Journal(format!(
-                        "request {} is unresolved while fenced",
-                        entry.seq
-                    )));
-                }
+            let entries = self.read(options.batch).await?;
+            if !self.replay_batch(entries, options.concurrency).await? {
+                return Err(JoinError::Journal(format!(
+                    "request {} is unresolved while fenced",
+                    self.next
+                )));
             }
         }
         self.progress.send_replace(self.snapshot("verifying"));
@@ -303,18 +337,98 @@ impl Run<'_> {
     }
 
     async fn read(&self, batch: usize) -> Result<Vec<Entry>, JoinError> {
-        self.replicator
-            .journal()
+        if !self.replicator.is_member(&self.backend) {
+            return Err(JoinError::Removed(self.backend.name.clone()));
+        }
+        let journal = self.replicator.journal();
+        let first = journal.first_seq();
+        if self.next < first {
+            return Err(JoinError::HistoryCompacted {
+                backend: self.backend.name.clone(),
+                needed: self.next,
+                first,
+            });
+        }
+        journal
             .read_from(self.next, batch)
             .await
             .map_err(|e| JoinError::Journal(e.to_string()))
     }
 
-    /// Replays one entry; `Ok(false)` when it is still in flight (stop here).
-    async fn replay(&mut self, entry: &Entry) -> Result<bool, JoinError> {
-        let r = self.replicator.clone();
+    /// Replays a batch of consecutive entries, up to `concurrency` at once. An entry starts
+    /// only after the one before it in its lane and after every entry that had resolved before
+    /// it was admitted (`Entry::after`: what its client could have seen), so the replay never
+    /// reorders what live traffic ordered. Stops before the first entry still in flight;
+    /// `Ok(false)` when it met one (the caller stops or fences).
+    async fn replay_batch(
+        &mut self,
+        mut entries: Vec<Entry>,
+        concurrency: usize,
+    ) -> Result<bool, JoinError> {
+        use futures::StreamExt;
+        use futures::stream::FuturesUnordered;
+        use std::collections::HashSet;
+
+        let in_flight = entries
+            .iter()
+            .position(|e| matches!(e.state, EntryState::Pending | EntryState::Answered(_)));
+        if let Some(at) = in_flight {
+            entries.truncate(at);
+        }
+        let Some(last) = entries.last().map(|e| e.seq) else {
+            return Ok(in_flight.is_none());
+        };
+        let mut applied = Watermark::starting_at(self.next - 1);
+        let mut waiting: std::collections::VecDeque<&Entry> = entries.iter().collect();
+        let mut busy: HashSet<&str> = HashSet::new();
+        let mut running = FuturesUnordered::new();
+        let this = &*self;
+        let mut assumed = Vec::new();
+        loop {
+            // Start what is ready, lowest seqs first. An entry whose lane has an earlier entry
+            // not yet started (or running) waits behind it.
+            let mut blocked: HashSet<&str> = HashSet::new();
+            let mut i = 0;
+            while i < waiting.len() && running.len() < concurrency.max(1) {
+                let e = waiting[i];
+                let lane = e.lane.as_str();
+                if busy.contains(lane) || blocked.contains(lane) || e.after > applied.through() {
+                    blocked.insert(lane);
+                    i += 1;
+                    continue;
+                }
+                waiting.remove(i);
+                busy.insert(lane);
+                running.push(async move { (e, this.replay(e).await) });
+            }
+            let Some((e, result)) = running.next().await else {
+                break;
+            };
+            if result? {
+                assumed.push(e.seq);
+            }
+            applied.mark(e.seq);
+            busy.remove(e.lane.as_str());
+        }
+        debug_assert!(waiting.is_empty(), "the lowest waiting entry is always ready");
+        drop(running);
+        assumed.sort_unstable();
+        self.assumed.extend(assumed);
+        self.replayed += entries.len() as u64;
+        self.next = last + 1;
+        self.progress.send_replace(self.snapshot("replaying"));
+        Ok(in_flight.is_none())
+    }
+
+    /// Replays one finished entry and acknowledges it; `Ok(true)` when it was not sent because
+    /// the backend may already have processed it (counted as applied).
+    async fn replay(&self, entry: &Entry) -> Result<bool, JoinError> {
+        let r = &self.replicator;
+        let mut assumed = false;
         match &entry.state {
-            EntryState::Pending | EntryState::Answered(_) => return Ok(false),
+            EntryState::Pending | EntryState::Answered(_) => {
+                unreachable!("batches are cut before entries in flight")
+            }
             EntryState::Aborted(_) => {}
             // It may already have processed this one (sent before, never acknowledged): sending it
             // again could apply it twice. Count it as applied; the view check at the fence
@@ -322,7 +436,7 @@ impl Run<'_> {
             EntryState::Committed(_)
                 if !self.fresh && entry.outcome_unknown(&self.backend.name) =>
             {
-                self.assumed.push(entry.seq);
+                assumed = true;
             }
             EntryState::Committed(committed) => {
                 let extra = super::replicator::context_headers(entry.seq, entry.time);
@@ -355,11 +469,6 @@ impl Run<'_> {
             // Lets a restarted gateway know this backend has it.
             let _ = r.journal().record_ack(entry.seq, &self.backend.name).await;
         }
-        self.replayed += 1;
-        self.next = entry.seq + 1;
-        if self.replayed % 64 == 0 {
-            self.progress.send_replace(self.snapshot("replaying"));
-        }
-        Ok(true)
+        Ok(assumed)
     }
 }

@@ -253,45 +253,96 @@ fn remove_tokens(value: &mut Value, tokens: &[String]) {
 }
 
 fn first_json_difference(p: &Value, b: &Value, at: &mut String) -> Option<Difference> {
+    let mut found = Vec::new();
+    json_differences(p, b, at, &mut found, 1);
+    found.pop()
+}
+
+/// Collects differences between `p` and `b` (at most `limit`), in key and index order.
+fn json_differences(
+    p: &Value,
+    b: &Value,
+    at: &mut String,
+    found: &mut Vec<Difference>,
+    limit: usize,
+) {
     match (p, b) {
         (Value::Object(pm), Value::Object(bm)) => {
             let mut keys: Vec<&String> = pm.keys().chain(bm.keys()).collect();
             keys.sort();
             keys.dedup();
             for k in keys {
+                if found.len() >= limit {
+                    return;
+                }
                 let len = at.len();
                 at.push('/');
                 at.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                let d = match (pm.get(k), bm.get(k)) {
-                    (Some(pv), Some(bv)) => first_json_difference(pv, bv, at),
-                    (pv, bv) => Some(json_diff(at, pv, bv)),
-                };
-                at.truncate(len);
-                if d.is_some() {
-                    return d;
+                match (pm.get(k), bm.get(k)) {
+                    (Some(pv), Some(bv)) => json_differences(pv, bv, at, found, limit),
+                    (pv, bv) => found.push(json_diff(at, pv, bv)),
                 }
+                at.truncate(len);
             }
-            None
         }
         (Value::Array(pa), Value::Array(ba)) => {
             for i in 0..pa.len().max(ba.len()) {
+                if found.len() >= limit {
+                    return;
+                }
                 let len = at.len();
                 at.push('/');
                 at.push_str(&i.to_string());
-                let d = match (pa.get(i), ba.get(i)) {
-                    (Some(pv), Some(bv)) => first_json_difference(pv, bv, at),
-                    (pv, bv) => Some(json_diff(at, pv, bv)),
-                };
-                at.truncate(len);
-                if d.is_some() {
-                    return d;
+                match (pa.get(i), ba.get(i)) {
+                    (Some(pv), Some(bv)) => json_differences(pv, bv, at, found, limit),
+                    (pv, bv) => found.push(json_diff(at, pv, bv)),
                 }
+                at.truncate(len);
             }
-            None
         }
-        _ if p == b => None,
-        _ => Some(json_diff(at, Some(p), Some(b))),
+        _ if p == b => {}
+        _ => found.push(json_diff(at, Some(p), Some(b))),
     }
+}
+
+/// Every difference between `backup` and `primary` under `rule`, at most `limit` (for reports
+/// such as `lockstep verify`; the pipeline only needs [`compare_responses`]). A status
+/// difference is reported alone.
+pub fn response_differences(
+    rule: &CompareRule,
+    primary: &ResponseRecord,
+    backup: &ResponseRecord,
+    limit: usize,
+) -> Vec<Difference> {
+    let Some(first) = compare_responses(rule, primary, backup) else {
+        return Vec::new();
+    };
+    if matches!(first, Difference::Status { .. }) || limit <= 1 {
+        return vec![first];
+    }
+    let mut found = Vec::new();
+    if let Some(d) = compare_headers(rule, primary, backup) {
+        found.push(d);
+    }
+    match (
+        serde_json::from_slice::<Value>(&primary.body),
+        serde_json::from_slice::<Value>(&backup.body),
+    ) {
+        (Ok(mut p), Ok(mut b)) => {
+            for pointer in &rule.ignore_json {
+                remove_pointer(&mut p, pointer);
+                remove_pointer(&mut b, pointer);
+            }
+            json_differences(&p, &b, &mut String::new(), &mut found, limit);
+        }
+        _ => found.extend(compare_bodies(
+            &rule.ignore_json,
+            &primary.body,
+            &backup.body,
+        )),
+    }
+    found.truncate(limit);
+    found
 }
 
 fn json_diff(at: &str, p: Option<&Value>, b: Option<&Value>) -> Difference {

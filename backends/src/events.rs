@@ -13,6 +13,9 @@ pub struct TopologyEvent {
     /// The backend concerned, if one is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// That backend's implementation label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub implementation: Option<String>,
     /// The primary after the change.
     pub primary: String,
     /// The topology epoch after the change.

@@ -7,6 +7,7 @@
 #![warn(unreachable_pub, missing_debug_implementations)]
 
 mod catchup;
+mod checkpoint;
 mod clock;
 mod compare;
 mod events;
@@ -23,14 +24,17 @@ mod transport;
 mod watermark;
 
 pub use catchup::{CatchupOptions, JoinError, JoinProgress, JoinReport};
+pub use checkpoint::{Checkpoint, CheckpointError, export_state, import_state};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use compare::{Difference, compare_responses};
+pub use compare::{Difference, compare_responses, response_differences};
 pub use events::{EventBus, TopologyEvent};
 pub use health::{HealthChecker, HealthTracker};
 pub use hooks::run_hook;
 pub use pool::{Backend, BackendState, BackendStatus, Pool, PoolStatus};
-pub use probes::{ProbeDifference, compare_views};
+pub use probes::{ProbeDifference, ProbeReport, compare_views, view_report};
 pub use recovery::RecoveryReport;
-pub use replicator::{Committed, ReplicationError, Replicator, Submission, SwitchoverError};
+pub use replicator::{
+    Committed, MembershipError, ReplicationError, Replicator, Submission, SwitchoverError,
+};
 pub use transport::{Transport, TransportError};
 pub use watermark::Watermark;

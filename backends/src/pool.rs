@@ -60,10 +60,15 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(config: &BackendConfig) -> Self {
+        Backend::with_identity(&config.name, config.url.clone(), &config.implementation)
+    }
+
+    /// A backend known by name, URL and implementation label, `in-sync` until told otherwise.
+    pub fn with_identity(name: &str, url: url::Url, implementation: &str) -> Self {
         Backend {
-            name: config.name.clone(),
-            url: config.url.clone(),
-            implementation: config.implementation.clone(),
+            name: name.to_owned(),
+            url,
+            implementation: implementation.to_owned(),
             state: Mutex::new(BackendState::InSync),
             acked: Mutex::new(Watermark::default()),
         }
@@ -150,6 +155,30 @@ impl Pool {
             .filter(|b| !Arc::ptr_eq(b, &primary))
             .cloned()
             .collect()
+    }
+
+    /// Adds `backend` after the others. Fails (returning it) when its name or URL is taken.
+    pub fn add(&self, backend: Arc<Backend>) -> Result<(), Arc<Backend>> {
+        let mut backends = self.backends.write();
+        if backends
+            .iter()
+            .any(|b| b.name == backend.name || b.url == backend.url)
+        {
+            return Err(backend);
+        }
+        backends.push(backend);
+        Ok(())
+    }
+
+    /// Removes the backup named `name` and returns it; `None` when there is none or it is the
+    /// primary (the primary is never removed: promote another backend first).
+    pub fn remove(&self, name: &str) -> Option<Arc<Backend>> {
+        let primary = self.primary.read();
+        let mut backends = self.backends.write();
+        let at = backends
+            .iter()
+            .position(|b| b.name == name && !Arc::ptr_eq(b, &primary))?;
+        Some(backends.remove(at))
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Backend>> {

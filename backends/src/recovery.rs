@@ -52,18 +52,57 @@ fn parse_state(s: &str) -> Option<BackendState> {
 }
 
 impl Replicator {
-    /// Applies a persisted topology to the backends it names: who is primary, each one's state,
-    /// the epoch. Run before serving anything, reads included.
+    /// Applies a persisted topology: membership (backends added or removed at run time), who is
+    /// primary, each one's state, the epoch. Run before serving anything, reads included.
+    ///
+    /// The configuration gives the initial members; after that the journal's topology decides.
+    /// A backend the configuration names but the topology does not was added to the configuration
+    /// later: it has none of the history, so it starts `lagging` (a rejoin fills it).
     pub fn restore(&self, topology: &Topology) {
         for record in &topology.backends {
-            if let (Some(b), Some(state)) =
-                (self.pool().get(&record.name), parse_state(&record.state))
-            {
-                b.set_state(state);
+            if record.state == "removed" || self.pool().get(&record.name).is_some() {
+                continue;
+            }
+            match lockstep_config::parse_backend_url(&record.url) {
+                Ok(url) => {
+                    let backend = Arc::new(crate::Backend::with_identity(
+                        &record.name,
+                        url,
+                        &record.implementation,
+                    ));
+                    if self.pool().add(backend).is_err() {
+                        warn!(backend = %record.name, url = %record.url, "a backend added at run time shares its URL with a configured one; it is left out");
+                    }
+                }
+                Err(reason) => {
+                    warn!(backend = %record.name, url = %record.url, %reason, "a backend added at run time has an unusable URL; it is left out");
+                }
             }
         }
         if let Some(primary) = self.pool().get(&topology.primary) {
             self.pool().set_primary(primary);
+        }
+        for record in &topology.backends {
+            if record.state == "removed" {
+                self.remember_removed(record);
+                if self.pool().remove(&record.name).is_some() {
+                    warn!(backend = %record.name, "the configuration names a backend that was removed at run time; it stays removed (delete it from the configuration, or add it again with `lockstep backend add`)");
+                }
+                continue;
+            }
+            if let (Some(b), Some(state)) =
+                (self.pool().get(&record.name), parse_state(&record.state))
+            {
+                b.set_state(state);
+                // Only consulted when the journal was compacted (see `recover`).
+                b.reset_acked(Watermark::starting_at(record.acked_seq));
+            }
+        }
+        for b in self.pool().all() {
+            if !topology.backends.iter().any(|r| r.name == b.name) {
+                b.set_state(BackendState::Lagging);
+                warn!(backend = %b.name, "a backend new in the configuration starts lagging; fill it with `lockstep backend rejoin {}`", b.name);
+            }
         }
         self.epoch
             .store(topology.epoch, std::sync::atomic::Ordering::Release);
@@ -81,15 +120,26 @@ impl Replicator {
         // Name → the requests whose outcome there is unknown.
         let doubted: Mutex<BTreeMap<String, Vec<Seq>>> = Mutex::default();
         let backends = self.pool().all();
+        // After a compaction the history starts at `first`: a backend that had everything
+        // before it (per the persisted topology) starts its watermark there; one that did not can
+        // only come back from a checkpoint.
+        let first = self.journal().first_seq();
         let mut marks: HashMap<String, Watermark> = backends
             .iter()
-            .map(|b| (b.name.clone(), Watermark::default()))
+            .map(|b| {
+                let start = if first > 1 && b.acked_seq() >= first - 1 {
+                    Watermark::starting_at(first - 1)
+                } else {
+                    Watermark::default()
+                };
+                (b.name.clone(), start)
+            })
             .collect();
         let mut unknown: BTreeMap<String, Vec<Seq>> = BTreeMap::new();
         let mut unresolved: Vec<Entry> = Vec::new();
         // Backend → the highest seq it acknowledged or may have processed.
         let mut touched: HashMap<String, Seq> = HashMap::new();
-        let mut next = 1;
+        let mut next = first;
         loop {
             let batch = self.journal().read_from(next, 1024).await?;
             let Some(last) = batch.last() else { break };

@@ -34,11 +34,13 @@ use crate::transport::{Transport, TransportError};
 use crate::watermark::Watermark;
 
 mod failover;
+mod membership;
 
 /// Abort reasons of requests that certainly reached no backend start with this.
 pub(crate) const NOT_DELIVERED: &str = "not delivered: ";
 
 pub use failover::SwitchoverError;
+pub use membership::MembershipError;
 
 /// A logical request, classified, ready to be sequenced.
 #[derive(Debug)]
@@ -143,6 +145,9 @@ pub struct Replicator {
     pub(crate) topology_change: tokio::sync::Mutex<()>,
     pub(crate) epoch: AtomicU64,
     persist: tokio::sync::Mutex<()>,
+    /// Backends removed with `backend remove`, persisted so that a restart does not bring a
+    /// backend the configuration still names back.
+    removed: Mutex<Vec<BackendRecord>>,
     /// Itself, for background work started from `&self`.
     me: std::sync::Weak<Replicator>,
 }
@@ -177,6 +182,7 @@ impl Replicator {
             topology_change: tokio::sync::Mutex::new(()),
             epoch: AtomicU64::new(0),
             persist: tokio::sync::Mutex::new(()),
+            removed: Mutex::new(Vec::new()),
         })
     }
 
@@ -265,12 +271,27 @@ impl Replicator {
         backend: Option<&str>,
         detail: &str,
     ) {
+        let implementation = backend
+            .and_then(|name| self.pool.get(name))
+            .map(|b| b.implementation.clone());
+        self.announce(event, backend, implementation, detail);
+    }
+
+    /// [`Replicator::topology_changed`] for a backend that may no longer be in the pool.
+    pub(crate) fn announce(
+        &self,
+        event: &'static str,
+        backend: Option<&str>,
+        implementation: Option<String>,
+        detail: &str,
+    ) {
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         let primary = self.pool.primary().name.clone();
-        info!(event, backend = backend.unwrap_or("-"), %primary, epoch, detail, "topology changed");
+        info!(event, backend = backend.unwrap_or("-"), implementation = implementation.as_deref().unwrap_or("-"), %primary, epoch, detail, "topology changed");
         self.events.publish(TopologyEvent {
             event,
             backend: backend.map(str::to_owned),
+            implementation,
             primary,
             epoch,
             detail: detail.to_owned(),
@@ -296,6 +317,7 @@ impl Replicator {
                     state: b.state().as_str().to_owned(),
                     acked_seq: b.acked_seq(),
                 })
+                .chain(self.removed.lock().iter().cloned())
                 .collect(),
         }
     }
@@ -314,6 +336,13 @@ impl Replicator {
                 warn!(error = %e, "could not persist the topology");
             }
         });
+    }
+
+    /// Saves the current topology and waits until it is durable.
+    pub async fn persist_topology_now(&self) -> Result<(), JournalError> {
+        let _one_at_a_time = self.persist.lock().await;
+        let topology = self.topology();
+        self.journal.save_topology(&topology).await
     }
 
     fn self_arc(&self) -> Arc<Replicator> {
@@ -356,6 +385,7 @@ impl Replicator {
         let admitted = self.admit(&sub.lane).await;
         let Admitted {
             seq,
+            after,
             time,
             primary,
             primary_ticket,
@@ -364,8 +394,9 @@ impl Replicator {
         } = admitted;
 
         // Write-ahead: no backend sees the request before the journal has it.
-        let entry = Entry::new(seq, sub.lane.clone(), time, sub.request.clone())
+        let mut entry = Entry::new(seq, sub.lane.clone(), time, sub.request.clone())
             .with_idempotency(sub.idempotency.clone());
+        entry.after = after;
         if let Err(e) = self.journal.append(entry).await {
             warn!(seq, error = %e, "journal append failed; request rejected");
             primary.mark_acked(seq);
@@ -521,6 +552,8 @@ impl Replicator {
                     let primary_ticket = tickets.remove(0);
                     return Admitted {
                         seq: admission.last_seq,
+                        // Everything answered so far: what this request's client may have seen.
+                        after: self.resolved.lock().highest(),
                         time: self.clock.now(),
                         primary,
                         primary_ticket,
@@ -726,6 +759,8 @@ pub(crate) fn context_headers(seq: Seq, time: SystemTime) -> Vec<Header> {
 
 struct Admitted {
     seq: Seq,
+    /// See [`Entry::after`].
+    after: Seq,
     time: SystemTime,
     primary: Arc<Backend>,
     primary_ticket: Ticket,

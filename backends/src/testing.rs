@@ -41,6 +41,8 @@ pub(crate) struct FakeBackends {
     log: Mutex<Vec<(String, String, u64)>>,
     /// Bumped on every processed request, so tests can wait for progress instead of sleeping.
     progress: watch::Sender<usize>,
+    /// Per backend: (requests being handled now, the most ever handled at once).
+    concurrency: Mutex<HashMap<String, (usize, usize)>>,
 }
 
 impl FakeBackends {
@@ -63,6 +65,11 @@ impl FakeBackends {
         while !done(self) {
             rx.changed().await.unwrap();
         }
+    }
+
+    /// The most requests `backend` ever handled at once.
+    pub(crate) fn max_concurrent(&self, backend: &str) -> usize {
+        self.concurrency.lock().get(backend).map_or(0, |c| c.1)
     }
 
     pub(crate) fn state(&self, backend: &str) -> HashMap<String, u64> {
@@ -98,7 +105,18 @@ impl Transport for FakeBackends {
         }
         if let Some((prefix, delay)) = &b.slow {
             if request.uri.starts_with(prefix.as_str()) {
+                {
+                    let mut c = self.concurrency.lock();
+                    let c = c.entry(backend.name.clone()).or_default();
+                    c.0 += 1;
+                    c.1 = c.1.max(c.0);
+                }
                 tokio::time::sleep(*delay).await;
+                self.concurrency
+                    .lock()
+                    .get_mut(&backend.name)
+                    .expect("counted above")
+                    .0 -= 1;
             }
         }
         let seq = extra

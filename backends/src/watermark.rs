@@ -25,6 +25,11 @@ impl Watermark {
         self.through
     }
 
+    /// The highest seq marked (contiguous or not).
+    pub fn highest(&self) -> Seq {
+        self.ahead.last().copied().unwrap_or(self.through)
+    }
+
     /// Marks `seq`; returns the new watermark.
     pub fn mark(&mut self, seq: Seq) -> Seq {
         if seq <= self.through {
@@ -53,6 +58,9 @@ mod tests {
         assert_eq!(w.mark(5), 3);
         assert_eq!(w.mark(3), 3);
         assert_eq!(w.mark(4), 5);
+        assert_eq!(w.highest(), 5);
+        w.mark(9);
+        assert_eq!((w.through(), w.highest()), (5, 9));
     }
 
     proptest! {

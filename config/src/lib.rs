@@ -22,3 +22,4 @@ pub use types::{
     MethodSet, OnDivergence, PathPattern, ReplicationConfig, RequestKind, ResetHook, Role,
     RouteRule, Segment, VerifyConfig, ViewProbe,
 };
+pub use validate::parse_backend_url;

@@ -4,13 +4,14 @@ use std::path::Path;
 
 use crate::error::ConfigError;
 use crate::raw::{
-    RawAdmin, RawCatchup, RawConfig, RawEvents, RawGateway, RawHealth, RawIdempotency, RawJournal,
-    RawLog, RawReplication,
+    RawAdmin, RawCatchup, RawCheckpoint, RawConfig, RawEvents, RawGateway, RawHealth,
+    RawIdempotency, RawJournal, RawLog, RawReplication,
 };
 use crate::syntax::syntax_error;
 use crate::types::{
-    AdminConfig, BackendConfig, CatchupConfig, Config, EventsConfig, GatewayConfig, HealthConfig,
-    IdempotencyConfig, JournalConfig, LogConfig, ReplicationConfig, Role,
+    AdminConfig, BackendConfig, CatchupConfig, CheckpointConfig, Config, EventsConfig,
+    GatewayConfig, HealthConfig, IdempotencyConfig, JournalConfig, LogConfig, ReplicationConfig,
+    Role,
 };
 use crate::validate;
 
@@ -96,6 +97,12 @@ impl Default for HealthConfig {
 impl Default for CatchupConfig {
     fn default() -> Self {
         validate::catchup(&RawCatchup::default()).expect("the default [catchup] is valid")
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        validate::checkpoint(&RawCheckpoint::default()).expect("the default [checkpoint] is valid")
     }
 }
 

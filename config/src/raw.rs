@@ -543,13 +543,42 @@ pub(crate) enum RawLogFormat {
 }
 
 /// `[checkpoint]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCheckpoint {
     #[serde(default)]
     pub(crate) export: Option<RawHook>,
     #[serde(default)]
     pub(crate) import: Option<RawHook>,
+    #[serde(default)]
+    pub(crate) every: u64,
+    #[serde(default = "default_checkpoint_keep")]
+    pub(crate) keep: u64,
+    #[serde(default = "default_checkpoint_timeout")]
+    pub(crate) timeout: String,
+    #[serde(default = "default_true")]
+    pub(crate) compact: bool,
+}
+
+impl Default for RawCheckpoint {
+    fn default() -> Self {
+        RawCheckpoint {
+            export: None,
+            import: None,
+            every: 0,
+            keep: default_checkpoint_keep(),
+            timeout: default_checkpoint_timeout(),
+            compact: true,
+        }
+    }
+}
+
+pub(crate) fn default_checkpoint_keep() -> u64 {
+    2
+}
+
+pub(crate) fn default_checkpoint_timeout() -> String {
+    "60s".to_owned()
 }
 
 /// A size as written: a bare integer of bytes, or a string such as `"16MiB"`.
@@ -595,4 +624,8 @@ impl fmt::Display for RawSize {
             RawSize::Text(s) => write!(f, "{s:?}"),
         }
     }
+}
+
+pub(crate) fn default_true() -> bool {
+    true
 }

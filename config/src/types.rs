@@ -390,10 +390,20 @@ pub struct LogConfig {
 
 /// `[checkpoint]`: how a backend's state is exported from an in-sync backend and imported into a
 /// joining one, so that only the journal after the checkpoint is replayed. Both or neither.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointConfig {
     /// `[checkpoint] export`: writes a checkpoint of a backend.
     pub export: Option<Hook>,
     /// `[checkpoint] import`: loads a checkpoint into a backend.
     pub import: Option<Hook>,
+    /// `[checkpoint] every`, default 0 (only on demand): take a checkpoint after this many
+    /// journal entries.
+    pub every: u64,
+    /// `[checkpoint] keep`, default 2, 1 to 100: checkpoints kept; older ones are deleted.
+    pub keep: usize,
+    /// `[checkpoint] timeout`, default 60s: how long one export or import may take.
+    pub timeout: Duration,
+    /// `[checkpoint] compact`, default true: after a checkpoint, drop the journal's history
+    /// before the oldest kept checkpoint (segments whose idempotency keys have all expired).
+    pub compact: bool,
 }

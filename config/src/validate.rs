@@ -248,36 +248,37 @@ fn is_backend_name(name: &str) -> bool {
 }
 
 fn backend_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
-    let invalid = |reason: &str| ConfigError::InvalidUrl {
+    parse_backend_url(value).map_err(|reason| ConfigError::InvalidUrl {
         key: key.to_owned(),
         value: value.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let url = url::Url::parse(value).map_err(|e| invalid(&e.to_string()))?;
+        reason,
+    })
+}
+
+/// Checks a backend URL (`http://host:port` with an optional path prefix); `Err` says why it is
+/// refused. The rule for `[[backends]] url` and for backends added at run time.
+pub fn parse_backend_url(value: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(value).map_err(|e| e.to_string())?;
     if url.scheme() != "http" {
-        return Err(invalid(&format!(
+        return Err(format!(
             "the scheme is {:?}, and only \"http\" is supported",
             url.scheme()
-        )));
+        ));
     }
     if url.host().is_none() {
-        return Err(invalid("it has no host"));
+        return Err("it has no host".to_owned());
     }
     if url.port_or_known_default().is_none() {
-        return Err(invalid("it has no port"));
+        return Err("it has no port".to_owned());
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("it carries credentials, which are not supported"));
+        return Err("it carries credentials, which are not supported".to_owned());
     }
     if url.query().is_some() {
-        return Err(invalid(
-            "it has a query string, which a backend URL cannot carry",
-        ));
+        return Err("it has a query string, which a backend URL cannot carry".to_owned());
     }
     if url.fragment().is_some() {
-        return Err(invalid(
-            "it has a fragment ('#...'), which a backend URL cannot carry",
-        ));
+        return Err("it has a fragment ('#...'), which a backend URL cannot carry".to_owned());
     }
     Ok(url)
 }
@@ -482,10 +483,19 @@ pub(crate) fn checkpoint(raw: &RawCheckpoint) -> Result<CheckpointConfig, Config
         present: present.to_owned(),
     };
     match (&export, &import) {
-        (Some(_), None) => Err(missing("checkpoint.import", "checkpoint.export")),
-        (None, Some(_)) => Err(missing("checkpoint.export", "checkpoint.import")),
-        _ => Ok(CheckpointConfig { export, import }),
+        (Some(_), None) => return Err(missing("checkpoint.import", "checkpoint.export")),
+        (None, Some(_)) => return Err(missing("checkpoint.export", "checkpoint.import")),
+        _ => {}
     }
+    let keep = in_range("checkpoint.keep", raw.keep, 1, 100, "checkpoints kept")?;
+    Ok(CheckpointConfig {
+        export,
+        import,
+        every: raw.every,
+        keep: usize::try_from(keep).expect("at most 100"),
+        timeout: parse_duration("checkpoint.timeout", &raw.timeout)?,
+        compact: raw.compact,
+    })
 }
 
 /// Where topology events are POSTed: `http` only (the gateway's client speaks no TLS), a host,

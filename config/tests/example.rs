@@ -102,6 +102,10 @@ fn example_catchup_events_log_checkpoint() {
             "/usr/local/bin/lockstep-import-checkpoint".into()
         ))
     );
+    assert_eq!(config.checkpoint.every, 100_000);
+    assert_eq!(config.checkpoint.keep, 2);
+    assert_eq!(config.checkpoint.timeout, Duration::from_secs(60));
+    assert!(config.checkpoint.compact);
 }
 
 #[test]

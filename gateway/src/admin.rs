@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use lockstep_backends::{JoinError, JoinProgress, SwitchoverError};
+use lockstep_backends::{
+    CheckpointError, JoinError, JoinProgress, MembershipError, ProbeReport, SwitchoverError,
+};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
@@ -16,6 +18,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use crate::events::{EventFrames, stream_header};
+use crate::join::{AddError, AddRequest};
 use crate::shared::Shared;
 
 /// Largest admin request body read.
@@ -137,23 +140,40 @@ impl Admin {
         }
     }
 
-    async fn route(&self, method: &str, path: &str, query: &str, _body: &[u8]) -> Reply {
+    async fn route(&self, method: &str, path: &str, query: &str, body: &[u8]) -> Reply {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (method, segments.as_slice()) {
             ("GET" | "HEAD", ["status"]) => Reply::json(200, &self.status()),
             ("GET" | "HEAD", ["backends"]) => {
                 Reply::json(200, &self.shared.replicator.status().backends)
             }
+            ("POST", ["backends"]) => self.add(body).await,
+            ("DELETE", ["backends", name]) => self.remove(name).await,
             ("POST", ["backends", name, "promote"]) => self.promote(name).await,
             ("POST", ["backends", name, "rejoin"]) => {
                 self.rejoin(name, query_flag(query, "reset")).await
             }
-            (_, ["status" | "backends" | "events"]) => Reply::error(
+            ("GET" | "HEAD", ["verify"]) => self.verify(&query_values(query, "backend")).await,
+            ("GET" | "HEAD", ["checkpoints"]) => self.checkpoints(),
+            ("POST", ["checkpoints"]) => self.take_checkpoint().await,
+            (_, ["status" | "events" | "verify"]) => Reply::error(
                 405,
                 "method_not_allowed",
                 format!("{method} {path}: use GET"),
             )
             .with_header("Allow", "GET, HEAD"),
+            (_, ["backends" | "checkpoints"]) => Reply::error(
+                405,
+                "method_not_allowed",
+                format!("{method} {path}: use GET to list, POST to add"),
+            )
+            .with_header("Allow", "GET, HEAD, POST"),
+            (_, ["backends", _]) => Reply::error(
+                405,
+                "method_not_allowed",
+                format!("{method} {path}: a backend is removed with DELETE"),
+            )
+            .with_header("Allow", "DELETE"),
             (_, ["backends", _, "promote" | "rejoin"]) => Reply::error(
                 405,
                 "method_not_allowed",
@@ -164,9 +184,162 @@ impl Admin {
                 404,
                 "not_found",
                 format!(
-                    "{path} is not an admin endpoint; see GET /status, GET /events, POST /backends/NAME/promote, POST /backends/NAME/rejoin"
+                    "{path} is not an admin endpoint; see GET /status, GET /events, GET|POST /backends, DELETE /backends/NAME, POST /backends/NAME/promote, POST /backends/NAME/rejoin, GET /verify, GET|POST /checkpoints"
                 ),
             ),
+        }
+    }
+
+    async fn add(&self, body: &[u8]) -> Reply {
+        let request: AddRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => {
+                return Reply::error(
+                    400,
+                    "bad_request",
+                    format!(
+                        "the body must be JSON like {{\"name\": \"d\", \"url\": \"http://127.0.0.1:9004\", \"implementation\": \"v2\"}}: {e}"
+                    ),
+                );
+            }
+        };
+        let name = request.name.clone();
+        let (progress, watching) = watch::channel(JoinProgress::default());
+        self.shared.joins.lock().insert(name.clone(), watching);
+        let result = crate::join::add(&self.shared, &request, &progress).await;
+        if matches!(result, Err(AddError::Membership(_))) {
+            // Nothing was added: no progress to keep.
+            self.shared.joins.lock().remove(&name);
+        }
+        join_reply(result)
+    }
+
+    async fn remove(&self, name: &str) -> Reply {
+        match self.shared.replicator.remove_backend(name).await {
+            Ok(b) => {
+                self.shared.joins.lock().remove(name);
+                Reply::json(
+                    200,
+                    &serde_json::json!({
+                        "removed": b.name,
+                        "implementation": b.implementation,
+                        "url": b.url.as_str(),
+                        "acked_seq": b.acked_seq(),
+                    }),
+                )
+            }
+            Err(e) => membership_reply(&e),
+        }
+    }
+
+    async fn verify(&self, names: &[String]) -> Reply {
+        let r = &self.shared.replicator;
+        let probes = &self.shared.config.verify.probes;
+        if probes.is_empty() {
+            return Reply::error(
+                409,
+                "no_probes",
+                "no view probes are configured; add [[verify.probes]] request = \"GET /path\" entries that read the service's state",
+            );
+        }
+        let primary = r.pool().primary();
+        let backends = if names.is_empty() {
+            r.pool().backups()
+        } else {
+            let mut chosen = Vec::new();
+            for name in names {
+                match r.pool().get(name) {
+                    Some(b) if b.name == primary.name => {
+                        return Reply::error(
+                            400,
+                            "bad_request",
+                            format!("{name} is the primary: the others are compared with it"),
+                        );
+                    }
+                    Some(b) => chosen.push(b),
+                    None => {
+                        return Reply::error(
+                            404,
+                            "unknown_backend",
+                            format!("there is no backend named {name}"),
+                        );
+                    }
+                }
+            }
+            chosen
+        };
+        let (results, pause) = r.verify_views(&backends, probes, 20).await;
+        #[derive(Serialize)]
+        struct One {
+            name: String,
+            implementation: String,
+            state: String,
+            equal: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<String>,
+            probes: Vec<ProbeReport>,
+            differences: Vec<serde_json::Value>,
+        }
+        let mut all_equal = true;
+        let reports: Vec<One> = results
+            .into_iter()
+            .map(|(b, result)| {
+                let (probes, error) = match result {
+                    Ok(p) => (p, None),
+                    Err(e) => (Vec::new(), Some(e)),
+                };
+                let differences: Vec<serde_json::Value> = probes
+                    .iter()
+                    .flat_map(|p| {
+                        p.differences
+                            .iter()
+                            .map(|d| serde_json::json!({ "probe": p.probe, "difference": d }))
+                    })
+                    .collect();
+                let equal = error.is_none() && differences.is_empty();
+                all_equal &= equal;
+                One {
+                    name: b.name.clone(),
+                    implementation: b.implementation.clone(),
+                    state: b.state().to_string(),
+                    equal,
+                    error,
+                    probes,
+                    differences,
+                }
+            })
+            .collect();
+        Reply::json(
+            200,
+            &serde_json::json!({
+                "equal": all_equal,
+                "primary": primary.name,
+                "implementation": primary.implementation,
+                "pause_ms": pause.as_secs_f64() * 1000.0,
+                "backends": reports,
+            }),
+        )
+    }
+
+    fn checkpoints(&self) -> Reply {
+        let Some(store) = &self.shared.checkpoints else {
+            return Reply::json(200, &serde_json::json!([]));
+        };
+        match store.list() {
+            Ok(list) => Reply::json(200, &list),
+            Err(e) => Reply::error(500, "checkpoint_store", e.to_string()),
+        }
+    }
+
+    async fn take_checkpoint(&self) -> Reply {
+        match crate::join::checkpoint(&self.shared).await {
+            Ok((info, pause_ms)) => {
+                let mut body = serde_json::to_value(&info).expect("serializes");
+                body["pause_ms"] = pause_ms.into();
+                body["first_seq"] = self.shared.replicator.journal().first_seq().into();
+                Reply::json(200, &body)
+            }
+            Err(e) => add_error_reply(&e),
         }
     }
 
@@ -201,17 +374,7 @@ impl Admin {
         let (progress, watching) = watch::channel(JoinProgress::default());
         self.shared.joins.lock().insert(name.to_owned(), watching);
         let result = crate::join::rejoin(&self.shared, name, reset, &progress).await;
-        self.shared.joins.lock().remove(name);
-        match result {
-            Ok(report) => Reply::json(200, &report),
-            Err(e @ JoinError::UnknownBackend(_)) => {
-                Reply::error(404, "unknown_backend", e.to_string())
-            }
-            Err(e @ (JoinError::Diverged { .. } | JoinError::ViewsDiffer { .. })) => {
-                Reply::error(409, "diverged", e.to_string())
-            }
-            Err(e) => Reply::error(409, "cannot_rejoin", e.to_string()),
-        }
+        join_reply(result)
     }
 
     /// Server-Sent Events until the client leaves or the gateway stops.
@@ -241,6 +404,56 @@ impl Admin {
             }
         }
     }
+}
+
+fn join_reply(result: Result<lockstep_backends::JoinReport, AddError>) -> Reply {
+    match result {
+        Ok(report) => Reply::json(200, &report),
+        Err(e) => add_error_reply(&e),
+    }
+}
+
+fn add_error_reply(e: &AddError) -> Reply {
+    match e {
+        AddError::Join(JoinError::UnknownBackend(_)) => {
+            Reply::error(404, "unknown_backend", e.to_string())
+        }
+        AddError::Join(JoinError::Diverged { .. } | JoinError::ViewsDiffer { .. }) => {
+            Reply::error(409, "diverged", e.to_string())
+        }
+        AddError::Join(_) => Reply::error(409, "cannot_join", e.to_string()),
+        AddError::Membership(m) => membership_reply(m),
+        AddError::Checkpoint(CheckpointError::NotConfigured) => {
+            Reply::error(409, "not_configured", e.to_string())
+        }
+        AddError::Checkpoint(_) => Reply::error(502, "checkpoint_failed", e.to_string()),
+        AddError::Store(_) => Reply::error(500, "checkpoint_store", e.to_string()),
+    }
+}
+
+fn membership_reply(e: &MembershipError) -> Reply {
+    match e {
+        MembershipError::UnknownBackend(_) => Reply::error(404, "unknown_backend", e.to_string()),
+        MembershipError::BadName(_) | MembershipError::BadUrl { .. } => {
+            Reply::error(400, "bad_request", e.to_string())
+        }
+        MembershipError::Journal(_) => Reply::error(500, "journal", e.to_string()),
+        MembershipError::IsPrimary(_)
+        | MembershipError::NameTaken(_)
+        | MembershipError::UrlTaken { .. } => Reply::error(409, "conflict", e.to_string()),
+    }
+}
+
+/// Every value of `name` in the query (`backend=a&backend=b`, or `backend=a,b`).
+fn query_values(query: &str, name: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == name)
+        .flat_map(|(_, v)| v.split(','))
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn query_flag(query: &str, name: &str) -> bool {

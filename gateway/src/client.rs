@@ -45,8 +45,11 @@ impl AdminClient {
     }
 
     async fn json(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
-        let response = self
-            .request(method, path)
+        self.send_json(self.request(method, path)).await
+    }
+
+    async fn send_json(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request
             .send()
             .await
             .with_context(|| format!("cannot reach the admin listener at {}", self.base))?;
@@ -81,6 +84,65 @@ impl AdminClient {
             &format!("/backends/{name}/rejoin{query}"),
         )
         .await
+    }
+
+    pub async fn backends(&self) -> anyhow::Result<Value> {
+        self.json(reqwest::Method::GET, "/backends").await
+    }
+
+    /// Adds a backend and waits until it is in-sync (or the join failed). `checkpoint`: start
+    /// from the latest checkpoint (`Some(true)`), never (`Some(false)`), or when there is one.
+    pub async fn add_backend(
+        &self,
+        name: &str,
+        url: &str,
+        implementation: Option<&str>,
+        checkpoint: Option<bool>,
+    ) -> anyhow::Result<Value> {
+        let mut body = serde_json::json!({ "name": name, "url": url });
+        if let Some(i) = implementation {
+            body["implementation"] = i.into();
+        }
+        if let Some(c) = checkpoint {
+            body["checkpoint"] = c.into();
+        }
+        self.send_json(self.request(reqwest::Method::POST, "/backends").json(&body))
+            .await
+    }
+
+    pub async fn remove_backend(&self, name: &str) -> anyhow::Result<Value> {
+        self.json(reqwest::Method::DELETE, &format!("/backends/{name}"))
+            .await
+    }
+
+    /// Runs the view probes on `names` (every backup when empty) against the primary.
+    pub async fn verify(&self, names: &[String]) -> anyhow::Result<Value> {
+        let query = if names.is_empty() {
+            String::new()
+        } else {
+            format!("?backend={}", names.join(","))
+        };
+        self.json(reqwest::Method::GET, &format!("/verify{query}"))
+            .await
+    }
+
+    pub async fn checkpoints(&self) -> anyhow::Result<Value> {
+        self.json(reqwest::Method::GET, "/checkpoints").await
+    }
+
+    pub async fn take_checkpoint(&self) -> anyhow::Result<Value> {
+        self.json(reqwest::Method::POST, "/checkpoints").await
+    }
+
+    /// The progress of `name`'s catch-up, when one is running or finished.
+    pub async fn join_progress(&self, name: &str) -> anyhow::Result<Option<Value>> {
+        let status = self.status().await?;
+        Ok(status["joins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|j| j["backend"] == name)
+            .cloned())
     }
 
     /// Prints the event stream's data lines until it ends.
@@ -156,4 +218,113 @@ pub fn status_table(status: &Value) -> (String, bool) {
         out.push('\n');
     }
     (out, degraded)
+}
+
+/// A readable report of `GET /verify`; returns whether every backend's view equals the
+/// primary's.
+pub fn verify_report(report: &Value) -> (String, bool) {
+    let mut out = String::new();
+    let primary = report["primary"].as_str().unwrap_or("?");
+    let primary_impl = report["implementation"].as_str().unwrap_or("");
+    for b in report["backends"].as_array().into_iter().flatten() {
+        let name = b["name"].as_str().unwrap_or("?");
+        let implementation = b["implementation"].as_str().unwrap_or("");
+        let state = b["state"].as_str().unwrap_or("?");
+        if b["equal"] == true {
+            out.push_str(&format!(
+                "{name} ({implementation}, {state}) equals {primary} ({primary_impl})\n"
+            ));
+            continue;
+        }
+        out.push_str(&format!(
+            "{name} ({implementation}, {state}) DIFFERS from {primary} ({primary_impl})\n"
+        ));
+        if let Some(e) = b["error"].as_str() {
+            out.push_str(&format!("    {e}\n"));
+        }
+        for p in b["probes"].as_array().into_iter().flatten() {
+            let diffs: Vec<&str> = p["differences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if diffs.is_empty() {
+                continue;
+            }
+            out.push_str(&format!("  {}\n", p["probe"].as_str().unwrap_or("?")));
+            for d in diffs {
+                out.push_str(&format!("    - {d}\n"));
+            }
+        }
+    }
+    let equal = report["equal"] == true;
+    out.push_str(&format!(
+        "{} (admission paused {:.1} ms for the check)\n",
+        if equal {
+            "views are equal"
+        } else {
+            "views differ"
+        },
+        report["pause_ms"].as_f64().unwrap_or(0.0)
+    ));
+    (out, equal)
+}
+
+/// Runs `join` (an add or a rejoin of `name`) while showing its progress on stderr: entries
+/// replayed of the total, rate, lag, ETA. Returns the join's report.
+pub async fn with_progress(
+    client: &AdminClient,
+    name: &str,
+    join: impl std::future::Future<Output = anyhow::Result<Value>>,
+) -> anyhow::Result<Value> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {pos}/{len} entries  {per_sec}  lag {msg}  eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix("starting");
+    let poll = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            if let Ok(Some(p)) = client.join_progress(name).await {
+                let from = p["from_seq"].as_u64().unwrap_or(1);
+                let last = p["last_seq"].as_u64().unwrap_or(0);
+                let next = p["next_seq"].as_u64().unwrap_or(from);
+                bar.set_length((last + 1).saturating_sub(from));
+                bar.set_position(p["replayed"].as_u64().unwrap_or(0));
+                bar.set_prefix(p["phase"].as_str().unwrap_or("").to_owned());
+                bar.set_message((last + 1).saturating_sub(next).to_string());
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = join => r,
+        () = poll => unreachable!("polls until the join ends"),
+    };
+    bar.finish_and_clear();
+    result
+}
+
+/// One line that sums up a finished join.
+pub fn join_summary(name: &str, report: &Value) -> String {
+    let replayed = report["replayed"].as_u64().unwrap_or(0);
+    let elapsed_ms = report["elapsed_ms"].as_u64().unwrap_or(0);
+    let rate = if elapsed_ms > 0 {
+        replayed as f64 * 1000.0 / elapsed_ms as f64
+    } else {
+        0.0
+    };
+    format!(
+        "{name} is in-sync: replayed {replayed} requests (seq {} to {}) in {:.1} s ({rate:.0}/s); admission paused {} ms",
+        report["from"],
+        report["to"],
+        elapsed_ms as f64 / 1000.0,
+        report["pause_ms"]
+    )
 }

@@ -132,6 +132,7 @@ mod tests {
         let e = TopologyEvent {
             event: "primary-changed",
             backend: Some("b".into()),
+            implementation: Some("v1".into()),
             primary: "b".into(),
             epoch: 3,
             detail: "a failed".into(),

@@ -1,21 +1,61 @@
-//! Bringing a backend back: `rejoin` replays what it missed (or, with `reset`, empties it
-//! through its reset hook and replays everything), then verifies its view.
+//! Bringing a backend in: `add` registers a new, empty one and fills it from the journal (or from
+//! a checkpoint); `rejoin` replays what a known one missed (or, with `reset`, starts it over from
+//! a checkpoint or from an empty state). Both end with a fence and a view check.
 
 use lockstep_backends::{
-    BackendState, CatchupOptions, JoinError, JoinProgress, JoinReport, run_hook,
+    Backend, BackendState, CatchupOptions, Checkpoint, CheckpointError, JoinError, JoinProgress,
+    JoinReport, import_state, run_hook,
 };
 use lockstep_config::CompareRule;
-use lockstep_journal::RequestRecord;
+use lockstep_journal::{RequestRecord, Seq};
+use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::checkpoints::CheckpointInfo;
 use crate::shared::Shared;
+
+/// `POST /backends`: the backend to add.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddRequest {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    #[serde(default)]
+    pub(crate) implementation: String,
+    /// Start from the latest checkpoint: `true` requires one, `false` replays the whole
+    /// journal, absent uses one when there is one.
+    #[serde(default)]
+    pub(crate) checkpoint: Option<bool>,
+}
+
+/// Adds a new backend and fills it. On failure the backend stays listed (diverged or lagging)
+/// for the operator to inspect and remove; the rest of the deployment is untouched.
+pub(crate) async fn add(
+    shared: &Shared,
+    request: &AddRequest,
+    progress: &watch::Sender<JoinProgress>,
+) -> Result<JoinReport, AddError> {
+    let start = choose_start(shared, request.checkpoint, true)?;
+    let r = &shared.replicator;
+    let backend = r
+        .add_backend(&request.name, &request.url, &request.implementation)
+        .await?;
+    let from = match &start {
+        Some(checkpoint) => {
+            seed(shared, &backend, checkpoint).await?;
+            checkpoint.seq + 1
+        }
+        None => 1,
+    };
+    Ok(catch_up(shared, &backend.name, from, true, progress).await?)
+}
 
 pub(crate) async fn rejoin(
     shared: &Shared,
     name: &str,
     reset: bool,
     progress: &watch::Sender<JoinProgress>,
-) -> Result<JoinReport, JoinError> {
+) -> Result<JoinReport, AddError> {
     let r = &shared.replicator;
     let backend = r
         .pool()
@@ -23,41 +63,168 @@ pub(crate) async fn rejoin(
         .ok_or_else(|| JoinError::UnknownBackend(name.to_owned()))?;
     // Checked before any reset: a reset hook must never run against the primary or a healthy copy.
     if r.pool().primary().name == name {
-        return Err(JoinError::IsPrimary(name.to_owned()));
+        return Err(JoinError::IsPrimary(name.to_owned()).into());
     }
     if backend.state() == BackendState::InSync {
-        return Err(JoinError::AlreadyInSync(name.to_owned()));
+        return Err(JoinError::AlreadyInSync(name.to_owned()).into());
     }
     if backend.state() == BackendState::Diverged && !reset {
         return Err(JoinError::Reset(format!(
             "{name} diverged: its state cannot be trusted, so replaying on top of it would not help; rejoin it with --reset"
-        )));
+        ))
+        .into());
     }
-    let from = if reset {
-        let (index, config) = shared
-            .config
-            .backends
-            .iter()
-            .enumerate()
-            .find(|(_, b)| b.name == name)
-            .ok_or_else(|| JoinError::UnknownBackend(name.to_owned()))?;
-        let hook = config.reset.as_ref().ok_or_else(|| {
+    if !reset {
+        let from = backend.acked_seq() + 1;
+        return Ok(catch_up(shared, name, from, false, progress).await?);
+    }
+    // A checkpoint replaces the whole state: no reset needed, and only its tail is replayed.
+    if let Some(checkpoint) = choose_start(shared, None, false)? {
+        seed(shared, &backend, &checkpoint).await?;
+        return Ok(catch_up(shared, name, checkpoint.seq + 1, true, progress).await?);
+    }
+    let (index, config) = shared
+        .config
+        .backends
+        .iter()
+        .enumerate()
+        .find(|(_, b)| b.name == name)
+        .ok_or_else(|| {
             JoinError::Reset(format!(
-                "{name} has no reset hook; set backends[{index}].reset = {{ command = \"...\" }} or {{ request = \"POST /path\" }}"
+                "{name} was added at run time and has no reset hook; remove it and add it again (empty), or configure [checkpoint] hooks"
             ))
         })?;
-        let timeout = shared
-            .config
-            .replication
-            .backup_timeout
-            .max(std::time::Duration::from_secs(30));
-        run_hook(hook, &backend, r.transport().as_ref(), timeout)
-            .await
-            .map_err(|e| JoinError::Reset(format!("the reset hook of {name} failed: {e}")))?;
-        1
-    } else {
-        backend.acked_seq() + 1
+    let hook = config.reset.as_ref().ok_or_else(|| {
+        JoinError::Reset(format!(
+            "{name} has no reset hook; set backends[{index}].reset = {{ command = \"...\" }} or {{ request = \"POST /path\" }}, or configure [checkpoint] hooks"
+        ))
+    })?;
+    let timeout = shared
+        .config
+        .replication
+        .backup_timeout
+        .max(std::time::Duration::from_secs(30));
+    run_hook(hook, &backend, r.transport().as_ref(), timeout)
+        .await
+        .map_err(|e| JoinError::Reset(format!("the reset hook of {name} failed: {e}")))?;
+    Ok(catch_up(shared, name, 1, true, progress).await?)
+}
+
+/// Takes a checkpoint now and stores it (then compacts the journal, when configured).
+pub(crate) async fn checkpoint(shared: &Shared) -> Result<(CheckpointInfo, u64), AddError> {
+    let config = &shared.config.checkpoint;
+    let (Some(export), Some(store)) = (&config.export, &shared.checkpoints) else {
+        return Err(CheckpointError::NotConfigured.into());
     };
+    let (checkpoint, pause) = shared
+        .replicator
+        .take_checkpoint(export, config.timeout)
+        .await?;
+    let info = store
+        .save(&checkpoint, config.keep)
+        .map_err(|e| AddError::Store(e.to_string()))?;
+    if config.compact {
+        // The acknowledged seqs a restart trusts for the history before the compaction point.
+        if let Err(e) = shared.replicator.persist_topology_now().await {
+            tracing::warn!(error = %e, "could not persist the topology; the journal is not compacted");
+            return Ok((info, pause.as_millis() as u64));
+        }
+        if let Some(oldest) = store
+            .list()
+            .map_err(|e| AddError::Store(e.to_string()))?
+            .first()
+        {
+            match shared.replicator.journal().compact(oldest.seq).await {
+                Ok(c) => tracing::info!(
+                    through = oldest.seq,
+                    first_seq = c.first_seq,
+                    dropped_entries = c.dropped_entries,
+                    dropped_bytes = c.dropped_bytes,
+                    "journal compacted"
+                ),
+                Err(e) => tracing::warn!(error = %e, "the journal could not be compacted"),
+            }
+        }
+    }
+    Ok((info, pause.as_millis() as u64))
+}
+
+/// The checkpoint a join starts from: `want` true requires one, false refuses one, `None` uses
+/// the latest when checkpoints are configured. `fresh_join`: the backend is new, so history the
+/// journal no longer holds can only come from a checkpoint.
+fn choose_start(
+    shared: &Shared,
+    want: Option<bool>,
+    fresh_join: bool,
+) -> Result<Option<Checkpoint>, AddError> {
+    let configured = shared.config.checkpoint.import.is_some();
+    let first = shared.replicator.journal().first_seq();
+    let store = match (&shared.checkpoints, configured) {
+        (Some(store), true) => store,
+        _ if want == Some(true) => return Err(CheckpointError::NotConfigured.into()),
+        _ => return Ok(None),
+    };
+    if want == Some(false) {
+        if fresh_join && first > 1 {
+            return Err(JoinError::HistoryCompacted {
+                backend: "a new backend".into(),
+                needed: 1,
+                first,
+            }
+            .into());
+        }
+        return Ok(None);
+    }
+    match store.latest().map_err(|e| AddError::Store(e.to_string()))? {
+        Some(info) => Ok(Some(
+            store
+                .load(&info)
+                .map_err(|e| AddError::Store(e.to_string()))?,
+        )),
+        None if want == Some(true) => Err(AddError::Store(
+            "there is no checkpoint yet; take one with `lockstep checkpoint`".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+async fn seed(shared: &Shared, backend: &Backend, checkpoint: &Checkpoint) -> Result<(), AddError> {
+    let hook = shared
+        .config
+        .checkpoint
+        .import
+        .as_ref()
+        .ok_or(CheckpointError::NotConfigured)?;
+    import_state(
+        hook,
+        backend,
+        shared.replicator.transport().as_ref(),
+        shared.config.checkpoint.timeout,
+        checkpoint,
+    )
+    .await
+    .map_err(|reason| {
+        shared.replicator.change_state(
+            backend,
+            None,
+            BackendState::Lagging,
+            &format!("the checkpoint import failed: {reason}"),
+        );
+        CheckpointError::Import {
+            backend: backend.name.clone(),
+            reason,
+        }
+        .into()
+    })
+}
+
+async fn catch_up(
+    shared: &Shared,
+    name: &str,
+    from: Seq,
+    fresh: bool,
+    progress: &watch::Sender<JoinProgress>,
+) -> Result<JoinReport, JoinError> {
     let classifier = &shared.classifier;
     let compare = |request: &RequestRecord| -> CompareRule {
         let class = classifier.classify(&request.method, &request.uri, &http::HeaderMap::new());
@@ -66,15 +233,31 @@ pub(crate) async fn rejoin(
     let options = CatchupOptions {
         fence_lag: shared.config.catchup.fence_lag,
         batch: shared.config.catchup.batch,
-        fresh: reset,
+        concurrency: shared.config.catchup.concurrency,
+        fresh,
     };
-    r.catch_up(
-        name,
-        from,
-        &shared.config.verify.probes,
-        &compare,
-        &options,
-        progress,
-    )
-    .await
+    shared
+        .replicator
+        .catch_up(
+            name,
+            from,
+            &shared.config.verify.probes,
+            &compare,
+            &options,
+            progress,
+        )
+        .await
+}
+
+/// Why an add, a rejoin or a checkpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AddError {
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error(transparent)]
+    Membership(#[from] lockstep_backends::MembershipError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the checkpoint store failed: {0}")]
+    Store(String),
 }

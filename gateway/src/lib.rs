@@ -7,6 +7,7 @@
 #![warn(unreachable_pub, missing_debug_implementations)]
 
 mod admin;
+mod checkpoints;
 pub mod client;
 pub mod demo;
 mod events;
@@ -15,6 +16,7 @@ mod idempotency;
 mod join;
 mod proxy;
 mod respond;
+pub mod rollout;
 mod server;
 mod shared;
 mod transport;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lockstep::Gateway;
+use lockstep::client::{join_summary, verify_report, with_progress};
 use lockstep::demo::{self, DemoOptions};
 use lockstep_config::{Config, LogFormat};
 
@@ -49,10 +50,40 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Change the topology: promote or rejoin a backend.
+    /// Change the topology: add, remove, list, promote or rejoin backends.
     Backend {
         #[command(subcommand)]
         action: BackendAction,
+    },
+    /// Compare the backups' views with the primary's (the configured view probes) and print
+    /// what differs; exits 1 when a view differs.
+    Verify {
+        /// The backends to check (default: every backup).
+        names: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a checkpoint now (or list them with --list).
+    Checkpoint {
+        /// List the stored checkpoints instead.
+        #[arg(long)]
+        list: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Move the deployment to another implementation of the service, one verified step at a
+    /// time (see docs/operations.md).
+    Rollout {
+        /// The plan: `implementation = "v2"` and the new instances as [[backends]] name, url.
+        plan: PathBuf,
+        /// Print the steps and exit.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Start three demo-service instances and a gateway in front of them.
     Demo {
@@ -80,6 +111,35 @@ struct AdminArgs {
 
 #[derive(Subcommand, Debug)]
 enum BackendAction {
+    /// Add a new, empty backend: it is filled from the journal (or the latest checkpoint) while
+    /// traffic flows, then verified; shows progress and the admission pause.
+    Add {
+        name: String,
+        /// Its base URL, like http://127.0.0.1:9004.
+        url: String,
+        /// A free label: which implementation or version of the service it runs.
+        #[arg(long)]
+        implementation: Option<String>,
+        /// Start from the latest checkpoint (the default when there is one).
+        #[arg(long, conflicts_with = "no_checkpoint")]
+        checkpoint: bool,
+        /// Replay the whole journal even when there is a checkpoint.
+        #[arg(long)]
+        no_checkpoint: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a backup (never the primary: promote another one first).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the backends: role, state, implementation, acknowledged seq, lag.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Controlled switchover: make NAME (an in-sync backup) the primary; prints the pause.
     Promote {
         name: String,
@@ -157,11 +217,94 @@ fn main() -> ExitCode {
         Command::Backend {
             action: BackendAction::Rejoin { name, reset, admin },
         } => admin_call(&admin, |client| async move {
-            let r = client.rejoin(&name, reset).await?;
+            let r = with_progress(&client, &name, client.rejoin(&name, reset)).await?;
+            println!("{}", join_summary(&name, &r));
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Backend {
+            action:
+                BackendAction::Add {
+                    name,
+                    url,
+                    implementation,
+                    checkpoint,
+                    no_checkpoint,
+                    admin,
+                },
+        } => admin_call(&admin, |client| async move {
+            let from_checkpoint = match (checkpoint, no_checkpoint) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            let add = client.add_backend(&name, &url, implementation.as_deref(), from_checkpoint);
+            let r = with_progress(&client, &name, add).await?;
+            println!("{}", join_summary(&name, &r));
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Backend {
+            action: BackendAction::Remove { name, admin },
+        } => admin_call(&admin, |client| async move {
+            let r = client.remove_backend(&name).await?;
             println!(
-                "{name} is in-sync: replayed {} requests (seq {} to {}) in {} ms; admission paused {} ms",
-                r["replayed"], r["from"], r["to"], r["elapsed_ms"], r["pause_ms"]
+                "{name} removed (it had acknowledged request {})",
+                r["acked_seq"]
             );
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Backend {
+            action: BackendAction::List { admin },
+        } => admin_call(&admin, |client| async move {
+            let status = client.status().await?;
+            print!("{}", lockstep::client::status_table(&status).0);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Verify { names, admin, json } => admin_call(&admin, |client| async move {
+            let report = client.verify(&names).await?;
+            let (text, equal) = verify_report(&report);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{text}");
+            }
+            Ok(if equal {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }),
+        Command::Checkpoint { list, admin } => admin_call(&admin, |client| async move {
+            if list {
+                let all = client.checkpoints().await?;
+                for c in all.as_array().into_iter().flatten() {
+                    println!(
+                        "seq {:>10}  {:>10} bytes  from {} ({})",
+                        c["seq"],
+                        c["bytes"],
+                        c["source"].as_str().unwrap_or("?"),
+                        c["implementation"].as_str().unwrap_or("?")
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let c = client.take_checkpoint().await?;
+            println!(
+                "checkpoint at request {} from {} ({} bytes); admission paused {} ms; the journal now starts at request {}",
+                c["seq"],
+                c["source"].as_str().unwrap_or("?"),
+                c["bytes"],
+                c["pause_ms"],
+                c["first_seq"]
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Rollout {
+            plan,
+            dry_run,
+            admin,
+        } => admin_call(&admin, |client| async move {
+            let plan = lockstep::rollout::Plan::load(&plan)?;
+            lockstep::rollout::run(&client, &plan, dry_run).await?;
             Ok(ExitCode::SUCCESS)
         }),
         Command::Demo {

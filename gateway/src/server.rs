@@ -9,7 +9,7 @@ use lockstep_backends::{Clock, HealthChecker, Pool, Replicator, SystemClock};
 use lockstep_classifiers::Classifier;
 use lockstep_config::Config;
 use lockstep_config::FsyncMode;
-use lockstep_journal::{Durability, FileJournal, Journal};
+use lockstep_journal::{Durability, FileJournal, Journal, JournalError};
 use pingora::prelude::background_service;
 use pingora::proxy::{HttpProxy, http_proxy_service_with_name};
 use pingora::server::configuration::ServerConf;
@@ -70,6 +70,18 @@ impl Gateway {
         }
         // Logical requests wait until the journal is recovered (see `recover`).
         replicator.fence();
+        let checkpoints = if config.checkpoint.export.is_some() {
+            Some(
+                crate::checkpoints::CheckpointStore::open(&config.journal.dir).map_err(|e| {
+                    StartError::Journal {
+                        dir: config.journal.dir.display().to_string(),
+                        source: JournalError::Io(e),
+                    }
+                })?,
+            )
+        } else {
+            None
+        };
         let classifier = Classifier::new(config.routes.clone());
         let read_timeouts = PeerTimeouts {
             connect: repl.connect_timeout,
@@ -84,6 +96,7 @@ impl Gateway {
                 in_flight: Arc::default(),
                 admin_token,
                 joins: Default::default(),
+                checkpoints,
                 logical_in_flight: Default::default(),
                 read_peers: Default::default(),
             }),
@@ -204,6 +217,10 @@ impl Gateway {
             ));
         }
         tasks.push(tokio::spawn(expire_keys(self.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(auto_checkpoints(
+            self.clone(),
+            stopped.clone(),
+        )));
         Ok(Running {
             gateway: gateway_addr,
             admin: admin_addr,
@@ -271,6 +288,42 @@ async fn expire_keys(gateway: Gateway, mut shutdown: ShutdownWatch) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(expired = n, "idempotency keys expired"),
             Err(e) => tracing::warn!(error = %e, "could not expire idempotency keys"),
+        }
+    }
+}
+
+/// Takes a checkpoint whenever `[checkpoint] every` entries were journaled since the last one.
+async fn auto_checkpoints(gateway: Gateway, mut shutdown: ShutdownWatch) {
+    let shared = &gateway.shared;
+    let every = shared.config.checkpoint.every;
+    let Some(store) = shared.checkpoints.as_ref().filter(|_| every > 0) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let last = match store.latest() {
+            Ok(latest) => latest.map_or(0, |c| c.seq),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the checkpoints");
+                continue;
+            }
+        };
+        if shared.replicator.committed_seq().saturating_sub(last) < every {
+            continue;
+        }
+        match crate::join::checkpoint(shared).await {
+            Ok((info, pause_ms)) => {
+                tracing::info!(
+                    seq = info.seq,
+                    bytes = info.bytes,
+                    pause_ms,
+                    "automatic checkpoint taken"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, "the automatic checkpoint failed"),
         }
     }
 }
@@ -420,6 +473,7 @@ impl BackgroundService for HealthTask {
     async fn start(&self, shutdown: ShutdownWatch) {
         recover_logged(&self.1).await;
         tokio::spawn(expire_keys(self.1.clone(), shutdown.clone()));
+        tokio::spawn(auto_checkpoints(self.1.clone(), shutdown.clone()));
         self.0.run(shutdown).await;
     }
 }

@@ -25,7 +25,9 @@ pub(crate) struct Shared {
     pub(crate) logical_in_flight: std::sync::atomic::AtomicUsize,
     /// The admin bearer token, when one is configured.
     pub(crate) admin_token: Option<String>,
-    /// Catch-ups running now, by backend name.
+    /// Where checkpoints are stored, when `[checkpoint]` hooks are configured.
+    pub(crate) checkpoints: Option<crate::checkpoints::CheckpointStore>,
+    /// Catch-ups, running or last finished, by backend name.
     pub(crate) joins: parking_lot::Mutex<
         std::collections::HashMap<
             String,

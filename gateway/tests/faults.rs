@@ -5,6 +5,8 @@
 
 #[path = "support/procs.rs"]
 mod procs;
+#[path = "support/workload.rs"]
+mod workload;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,17 +14,28 @@ use std::time::{Duration, Instant};
 
 use procs::{DemoProc, GatewayProc};
 use serde_json::Value;
+use workload::{Done, accounts_at, admin_call, client, until_done};
+
+async fn admin(
+    _: &reqwest::Client,
+    g: &GatewayProc,
+    method: reqwest::Method,
+    path: &str,
+) -> (u16, Value) {
+    admin_call(g.admin, method, path, None).await
+}
+
+async fn accounts(c: &reqwest::Client, d: &DemoProc) -> String {
+    accounts_at(c, &d.url()).await
+}
+
+async fn open_accounts(c: &reqwest::Client, base: &str) {
+    workload::open_accounts(c, base, WRITERS).await;
+}
 
 /// Writers, and deposits each (one account per writer, 1 unit per deposit).
 const WRITERS: usize = 4;
 const DEPOSITS: usize = 40;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
 
 fn backends_toml(demos: &[&DemoProc]) -> String {
     let mut s = String::from(
@@ -40,62 +53,6 @@ fn backends_toml(demos: &[&DemoProc]) -> String {
     s
 }
 
-/// Sends `body` to `path` with `key` until a 2xx comes back, retrying the same key on any
-/// failure. Returns the final response's headers-of-interest and body.
-async fn until_done(
-    c: &reqwest::Client,
-    base: &str,
-    path: &str,
-    key: &str,
-    body: &str,
-) -> (bool, String, String) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let sent = c
-            .post(format!("{base}{path}"))
-            .header("Idempotency-Key", key)
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await;
-        if let Ok(r) = sent {
-            if r.status().is_success() {
-                let replayed = r.headers().contains_key("idempotent-replayed");
-                let primary = r
-                    .headers()
-                    .get("lockstep-primary")
-                    .map(|v| v.to_str().unwrap().to_owned())
-                    .unwrap_or_default();
-                return (replayed, primary, r.text().await.unwrap_or_default());
-            }
-            assert!(
-                matches!(r.status().as_u16(), 409 | 502 | 503 | 504),
-                "{key}: unexpected {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "{key} never succeeded");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// A record of one successful write.
-#[derive(Clone, Debug)]
-struct Done {
-    at: Instant,
-    primary: String,
-    replayed: bool,
-}
-
-/// Opens one account per writer (ids 1..=WRITERS), keyed so that retries are safe.
-async fn open_accounts(c: &reqwest::Client, base: &str) {
-    for w in 0..WRITERS {
-        let body = format!("{{\"owner\":\"w{w}\"}}");
-        until_done(c, base, "/accounts", &format!("open-{w}"), &body).await;
-    }
-}
-
 /// Opens one account per writer, then has every writer deposit 1 `DEPOSITS` times.
 async fn keyed_load(base: String, progress: Arc<AtomicUsize>) -> Vec<Done> {
     let c = client();
@@ -106,19 +63,16 @@ async fn keyed_load(base: String, progress: Arc<AtomicUsize>) -> Vec<Done> {
         tasks.push(tokio::spawn(async move {
             let mut done = Vec::new();
             for i in 0..DEPOSITS {
-                let (replayed, primary, _) = until_done(
-                    &c,
-                    &base,
-                    &format!("/accounts/{}/deposit", w + 1),
-                    &format!("dep-{w}-{i}"),
-                    "{\"amount\":1}",
-                )
-                .await;
-                done.push(Done {
-                    at: Instant::now(),
-                    primary,
-                    replayed,
-                });
+                done.push(
+                    until_done(
+                        &c,
+                        &base,
+                        &format!("/accounts/{}/deposit", w + 1),
+                        &format!("dep-{w}-{i}"),
+                        "{\"amount\":1}",
+                    )
+                    .await,
+                );
                 progress.fetch_add(1, Ordering::Relaxed);
             }
             done
@@ -137,36 +91,6 @@ async fn wait_progress(progress: &AtomicUsize, at_least: usize) {
         assert!(Instant::now() < deadline, "the load made no progress");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-async fn admin(
-    _: &reqwest::Client,
-    g: &GatewayProc,
-    method: reqwest::Method,
-    path: &str,
-) -> (u16, Value) {
-    // A rejoin replays the journal while traffic flows: it may take a while.
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap();
-    let r = c
-        .request(method, format!("http://{}{path}", g.admin))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
-}
-
-async fn accounts(c: &reqwest::Client, d: &DemoProc) -> String {
-    c.get(format!("{}/accounts", d.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// Every account has exactly `DEPOSITS`: nothing lost, nothing applied twice.
@@ -395,7 +319,7 @@ async fn failover_loop() {
         writers.push(tokio::spawn(async move {
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let (replayed, primary, _) = until_done(
+                let done = until_done(
                     &c,
                     &base,
                     &format!("/accounts/{}/deposit", w + 1),
@@ -403,11 +327,7 @@ async fn failover_loop() {
                     "{\"amount\":1}",
                 )
                 .await;
-                log.lock().push(Done {
-                    at: Instant::now(),
-                    primary,
-                    replayed,
-                });
+                log.lock().push(done);
                 n += 1;
             }
             n

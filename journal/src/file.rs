@@ -1,9 +1,10 @@
 //! The durable journal: records appended to segment files in one directory, with group commit.
 //!
 //! Layout of `$DIR`: `LOCK` (held with `flock` while a journal is open) and
-//! `segment-NNNNNNNNNNNNNNNNNNNN.log` files numbered from 0. Each segment starts with a versioned
-//! header and holds length-prefixed, CRC32-checked records (see `codec`). The whole history is
-//! replayed into a small in-memory index on open; bodies are read back from disk on demand.
+//! `segment-NNNNNNNNNNNNNNNNNNNN.log` files numbered upwards from 0 (compaction deletes the
+//! oldest ones). Each segment starts with a versioned header and holds length-prefixed,
+//! CRC32-checked records (see `codec`). The whole history is replayed into a small in-memory
+//! index on open; bodies are read back from disk on demand.
 //!
 //! This module owns opening, recovery and reads; `writer` owns the write path.
 
@@ -26,13 +27,13 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::{Entry, EntryState, Journal, JournalError, ResponseRecord, Seq, Topology};
+use crate::{Compaction, Entry, EntryState, Journal, JournalError, ResponseRecord, Seq, Topology};
 use codec::Record;
 use index::{Change, Index, Loc, StateAt};
 use segment::Tail;
-use writer::{Request, Shared, Writer};
+use writer::{Request, Shared, Write, Writer};
 
 /// When a write counts as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,10 +44,12 @@ pub enum Durability {
     /// Calls return once their record is written to the operating system; the writer fsyncs in
     /// the background at the latest one batch interval (2 ms by default) after the first write
     /// not yet synced. Survives the gateway process being killed; a power loss or kernel crash
-    /// can take back at most the last interval. The topology is still fsynced before replying.
+    /// can take back at most the last interval. The topology and compactions are still fsynced
+    /// before replying.
     #[default]
     Batch,
-    /// Records are written to the operating system and never fsynced (except the topology).
+    /// Records are written to the operating system and never fsynced (except the topology and
+    /// compactions).
     /// Survives the gateway process being killed, not a power loss or kernel crash.
     Never,
 }
@@ -107,32 +110,60 @@ impl FileJournal {
             }
         }
         numbers.sort_unstable();
-        if let Some(w) = numbers.windows(2).find(|w| w[1] != w[0] + 1) {
-            return Err(JournalError::Corrupt {
-                path: dir.display().to_string(),
-                detail: format!("segment {} is missing", w[0] + 1),
-            });
-        }
 
         let mut index = Index::default();
+        let mut orphans = Vec::new();
         let mut segments = BTreeMap::new();
-        let mut last: Option<(u64, File, u64)> = None;
+        let mut last: Option<(u64, File, u64, u32)> = None;
         for (i, &number) in numbers.iter().enumerate() {
             let is_last = i + 1 == numbers.len();
             let path = segment::path(dir, number);
             let file = OpenOptions::new().read(true).write(is_last).open(&path)?;
-            let len = recover_segment(&path, &file, number, is_last, &mut index)?;
+            let (len, version) =
+                recover_segment(&path, &file, number, is_last, &mut index, &mut orphans)?;
             if is_last {
-                last = Some((number, file.try_clone()?, len));
+                last = Some((number, file.try_clone()?, len, version));
             }
             segments.insert(number, Arc::new(file));
         }
-        let (segment, file, len) = match last {
-            Some((number, file, len)) => (number, Arc::new(file), len),
+
+        // Segments below the first retained one were compacted away (a crash can leave some of
+        // them behind, in any pattern); from it on, none may be missing.
+        let first_segment = index.first_segment;
+        let retained = numbers.iter().copied().filter(|&n| n >= first_segment);
+        if let Some((expected, _)) = (first_segment..).zip(retained).find(|(e, n)| e != n) {
+            return Err(JournalError::Corrupt {
+                path: dir.display().to_string(),
+                detail: format!("segment {expected} is missing"),
+            });
+        }
+        // A record about an entry whose append is not in the history is damage, unless a
+        // compaction dropped that entry.
+        if let Some(orphan) = orphans.iter().find(|o| o.seq >= index.first_seq()) {
+            return Err(JournalError::Corrupt {
+                path: orphan.path.display().to_string(),
+                detail: format!(
+                    "at offset {}: record for entry {}, which was never appended",
+                    orphan.offset, orphan.seq
+                ),
+            });
+        }
+        for &number in numbers.iter().filter(|&&n| n < first_segment) {
+            let path = segment::path(dir, number);
+            info!(
+                path = %path.display(),
+                "deleting a journal segment an interrupted compaction left behind"
+            );
+            segments.remove(&number);
+            std::fs::remove_file(&path)?;
+        }
+
+        let (segment, file, len, version) = match last {
+            Some((number, file, len, version)) => (number, Arc::new(file), len, version),
             None => {
                 let file = Arc::new(writer::create_segment(dir, 0)?);
                 segments.insert(0, file.clone());
-                (0, file, segment::HEADER_LEN)
+                (0, file, segment::HEADER_LEN, segment::FORMAT_VERSION)
             }
         };
         writer::sync_dir(dir)?;
@@ -154,6 +185,8 @@ impl FileJournal {
             file,
             segment,
             len,
+            version,
+            held: None,
         };
         let writer = std::thread::Builder::new()
             .name("lockstep-journal".into())
@@ -177,66 +210,104 @@ impl FileJournal {
     }
 
     async fn submit(&self, frame: Vec<u8>, change: Change) -> Result<usize, JournalError> {
-        let stopped = || JournalError::WriterStopped {
-            detail: "the writer thread is gone".to_owned(),
-        };
         let (reply, rx) = oneshot::channel();
-        let tx = self.tx.as_ref().ok_or_else(stopped)?;
-        tx.send(Request {
+        self.send(Request::Write(Write {
             frame,
             change,
             reply,
-        })
-        .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        }))?;
+        rx.await.map_err(|_| writer_gone())?
     }
 
-    fn read(&self, loc: Loc) -> Result<Record, JournalError> {
-        let file = self.shared.segments.read().get(&loc.segment).cloned();
+    fn send(&self, request: Request) -> Result<(), JournalError> {
+        let tx = self.tx.as_ref().ok_or_else(writer_gone)?;
+        tx.send(request).map_err(|_| writer_gone())
+    }
+
+    /// The record at `loc`; `None` when a compaction deleted its segment meanwhile.
+    fn read(&self, loc: Loc) -> Result<Option<Record>, JournalError> {
+        let (file, compacted) = {
+            let segments = self.shared.segments.read();
+            let oldest = segments.keys().next().copied();
+            (
+                segments.get(&loc.segment).cloned(),
+                oldest.is_some_and(|oldest| loc.segment < oldest),
+            )
+        };
         let path = || segment::path(&self.shared.dir, loc.segment);
         let corrupt = |detail: String| JournalError::Corrupt {
             path: path().display().to_string(),
             detail: format!("at offset {}: {detail}", loc.offset),
         };
-        let file = file.ok_or_else(|| corrupt("segment is not open".into()))?;
+        let file = match file {
+            Some(file) => file,
+            None if compacted => return Ok(None),
+            None => return Err(corrupt("segment is not open".into())),
+        };
         let mut buf = vec![0; loc.len as usize];
         file.read_exact_at(&mut buf, loc.offset)?;
         let body = codec::frame_body(&buf).map_err(|e| corrupt(e.to_string()))?;
-        codec::decode(body).map_err(corrupt)
+        codec::decode(body).map(Some).map_err(corrupt)
     }
 
-    /// Reads an entry back from disk and puts its current state and acks on it.
-    fn load(&self, meta: &index::Meta) -> Result<Entry, JournalError> {
+    /// Reads an entry back from disk and puts its current state and acks on it; `None` when a
+    /// compaction dropped it since `meta` was taken from the index.
+    fn load(&self, meta: &index::Meta) -> Result<Option<Entry>, JournalError> {
         let unexpected = |loc: Loc| JournalError::Corrupt {
             path: segment::path(&self.shared.dir, loc.segment)
                 .display()
                 .to_string(),
             detail: format!("at offset {}: not the record the index expects", loc.offset),
         };
-        let Record::Append(entry) = self.read(meta.append)? else {
+        let Some(record) = self.read(meta.append)? else {
+            return Ok(None);
+        };
+        let Record::Append(entry) = record else {
             return Err(unexpected(meta.append));
         };
         let mut entry = *entry;
-        entry.state = match meta.state {
-            StateAt::Pending | StateAt::InAppend => entry.state,
-            StateAt::Answered(loc) => match self.read(loc)? {
-                Record::Response { response, .. } => EntryState::Answered(response),
-                _ => return Err(unexpected(loc)),
-            },
-            StateAt::Committed(loc) => match self.read(loc)? {
-                Record::Commit { response, .. } => EntryState::Committed(response),
-                _ => return Err(unexpected(loc)),
-            },
-            StateAt::Aborted(loc) => match self.read(loc)? {
-                Record::Abort { reason, .. } => EntryState::Aborted(reason),
-                _ => return Err(unexpected(loc)),
-            },
+        let state_loc = match meta.state {
+            StateAt::Pending | StateAt::InAppend => None,
+            StateAt::Answered(loc) | StateAt::Committed(loc) | StateAt::Aborted(loc) => Some(loc),
         };
+        if let Some(loc) = state_loc {
+            // A state record lies in its append's segment or a later one, and compaction deletes
+            // segments oldest first: if its segment went since the append was read, so did the
+            // append's.
+            let Some(record) = self.read(loc)? else {
+                return Ok(None);
+            };
+            entry.state = match (meta.state, record) {
+                (StateAt::Answered(_), Record::Response { response, .. }) => {
+                    EntryState::Answered(response)
+                }
+                (StateAt::Committed(_), Record::Commit { response, .. }) => {
+                    EntryState::Committed(response)
+                }
+                (StateAt::Aborted(_), Record::Abort { reason, .. }) => EntryState::Aborted(reason),
+                _ => return Err(unexpected(loc)),
+            };
+        }
         entry.acks = meta.acks.iter().map(|a| a.to_string()).collect();
         entry.dispatched = meta.dispatched.iter().map(|a| a.to_string()).collect();
         entry.undelivered = meta.undelivered.iter().map(|a| a.to_string()).collect();
-        Ok(entry)
+        Ok(Some(entry))
     }
+}
+
+fn writer_gone() -> JournalError {
+    JournalError::WriterStopped {
+        detail: "the writer thread is gone".to_owned(),
+    }
+}
+
+/// A record about an entry not in the index when it was replayed; valid only if a compaction
+/// dropped that entry.
+#[derive(Debug)]
+struct Orphan {
+    seq: Seq,
+    path: PathBuf,
+    offset: u64,
 }
 
 impl Drop for FileJournal {
@@ -268,14 +339,17 @@ fn lock_dir(dir: &Path) -> Result<File, JournalError> {
     }
 }
 
-/// Replays one segment into `index`; returns its valid length (after cutting a torn tail).
+/// Replays one segment into `index`; returns its valid length (after cutting a torn tail) and
+/// its format version. Records about entries not in `index` are set aside in `orphans`: whether
+/// they are damage is known once every segment was replayed.
 fn recover_segment(
     path: &PathBuf,
     file: &File,
     number: u64,
     is_last: bool,
     index: &mut Index,
-) -> Result<u64, JournalError> {
+    orphans: &mut Vec<Orphan>,
+) -> Result<(u64, u32), JournalError> {
     let buf = std::fs::read(path)?;
     let tail = segment::scan(&buf, is_last, |offset, len, record| {
         let loc = Loc {
@@ -283,20 +357,40 @@ fn recover_segment(
             offset,
             len,
         };
-        index.apply(Change::of_record(record), loc, true).map(drop)
+        let change = Change::of_record(record);
+        match change {
+            Change::Append { .. } => {}
+            Change::Compacted { first_segment, .. } if first_segment > number => {
+                return Err(format!(
+                    "compaction record drops segment {number}, which holds it"
+                ));
+            }
+            _ => {
+                if let Some(seq) = change.seq().filter(|s| !index.entries.contains_key(s)) {
+                    orphans.push(Orphan {
+                        seq,
+                        path: path.clone(),
+                        offset,
+                    });
+                    return Ok(());
+                }
+            }
+        }
+        index.apply(change, loc, true).map(drop)
     })
     .map_err(|damage| JournalError::Corrupt {
         path: path.display().to_string(),
         detail: format!("at offset {}: {}", damage.offset, damage.detail),
     })?;
+    let version = segment::version(&buf).unwrap_or(segment::FORMAT_VERSION);
     match tail {
-        Tail::Clean => Ok(buf.len() as u64),
+        Tail::Clean => Ok((buf.len() as u64, version)),
         Tail::TornHeader => {
             warn!(path = %path.display(), "journal segment header is torn; rewriting it");
             file.set_len(0)?;
             file.write_all_at(&segment::header(), 0)?;
             file.sync_all()?;
-            Ok(segment::HEADER_LEN)
+            Ok((segment::HEADER_LEN, segment::FORMAT_VERSION))
         }
         Tail::Torn { valid_len, reason } => {
             warn!(
@@ -308,7 +402,7 @@ fn recover_segment(
             );
             file.set_len(valid_len)?;
             file.sync_all()?;
-            Ok(valid_len)
+            Ok((valid_len, version))
         }
     }
 }
@@ -370,26 +464,47 @@ impl Journal for FileJournal {
     async fn read_from(&self, from: Seq, limit: usize) -> Result<Vec<Entry>, JournalError> {
         // Stop at the first entry whose append is not yet durable: a reader (catch-up) must
         // never see a request that a crash could still take back.
+        // The history starts at `first_seq`: an entry below it that shares a retained segment
+        // with later ones is not part of it.
         let metas: Vec<index::Meta> = {
             let index = self.shared.index.lock();
             index
                 .entries
-                .range(from..)
+                .range(from.max(index.first_seq())..)
                 .take(limit)
                 .take_while(|(_, m)| m.durable)
                 .map(|(_, m)| m.clone())
                 .collect()
         };
-        metas.iter().map(|m| self.load(m)).collect()
+        let mut entries = Vec::with_capacity(metas.len());
+        for meta in &metas {
+            entries.extend(self.load(meta)?);
+        }
+        // A compaction meanwhile may have dropped some of them after others were read: keep
+        // what is still part of the history, so that the result has no holes (nothing from
+        // `first_seq` on is ever dropped).
+        let first = self.first_seq();
+        entries.retain(|e| e.seq >= first);
+        Ok(entries)
     }
 
     async fn get(&self, seq: Seq) -> Result<Option<Entry>, JournalError> {
         let meta = self.shared.index.lock().durable(seq).cloned();
-        meta.map(|m| self.load(&m)).transpose()
+        Ok(meta.map(|m| self.load(&m)).transpose()?.flatten())
     }
 
     fn last_seq(&self) -> Seq {
         self.shared.index.lock().last_seq
+    }
+
+    fn first_seq(&self) -> Seq {
+        self.shared.index.lock().first_seq()
+    }
+
+    async fn compact(&self, through: Seq) -> Result<Compaction, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Compact { through, reply })?;
+        rx.await.map_err(|_| writer_gone())?
     }
 
     async fn find_key(&self, scoped: &str) -> Result<Option<Entry>, JournalError> {
@@ -401,7 +516,7 @@ impl Journal for FileJournal {
                 .and_then(|seq| index.durable(*seq))
                 .cloned()
         };
-        meta.map(|m| self.load(&m)).transpose()
+        Ok(meta.map(|m| self.load(&m)).transpose()?.flatten())
     }
 
     async fn expire_keys(&self, before: SystemTime) -> Result<usize, JournalError> {

@@ -12,8 +12,8 @@ mod record;
 pub use file::{Durability, FileJournal, FileJournalOptions};
 pub use memory::MemoryJournal;
 pub use record::{
-    BackendRecord, Entry, EntryState, Header, IdempotencyKey, JournalError, RequestRecord,
-    ResponseRecord, Seq, Topology,
+    BackendRecord, Compaction, Entry, EntryState, Header, IdempotencyKey, JournalError,
+    RequestRecord, ResponseRecord, Seq, Topology,
 };
 
 /// Hooks for the fuzz target in `journal/fuzz` (feature `fuzzing`, off by default); not part of
@@ -50,17 +50,35 @@ pub trait Journal: Send + Sync + std::fmt::Debug + 'static {
     async fn commit(&self, seq: Seq, response: ResponseRecord) -> Result<(), JournalError>;
     /// Marks `seq` as never committed (it failed before commit), with the reason.
     async fn abort(&self, seq: Seq, reason: String) -> Result<(), JournalError>;
-    /// Entries with `seq >= from`, in seq order, at most `limit` of them.
+    /// Entries with `seq >= from`, in seq order, at most `limit` of them. The history starts at
+    /// [`Journal::first_seq`]: with an earlier `from` the entries returned start there, so a
+    /// caller that needs everything from `from` on checks `first_seq()` first.
     async fn read_from(&self, from: Seq, limit: usize) -> Result<Vec<Entry>, JournalError>;
-    /// One entry.
+    /// One entry; `None` for a seq never appended or dropped by [`Journal::compact`].
     async fn get(&self, seq: Seq) -> Result<Option<Entry>, JournalError>;
-    /// The highest seq appended so far (0 when empty).
+    /// The highest seq appended so far (0 when empty). Compaction never lowers it, also across a
+    /// restart: a seq is never handed out twice.
     fn last_seq(&self) -> Seq;
+    /// Where the history starts: every entry appended with a seq from here on is still stored;
+    /// every seq below it was dropped by [`Journal::compact`] (or never appended), and appending
+    /// one fails with [`JournalError::DuplicateSeq`]. 1 until a compaction drops an entry, then
+    /// the seq after the highest one dropped: with the gap-free seqs the sequencer hands out, the
+    /// first retained entry, or `last_seq() + 1` when none remains. It never decreases, also
+    /// across a restart.
+    fn first_seq(&self) -> Seq;
+    /// Drops history with `seq <= through` that nothing needs any more (a checkpoint holds the
+    /// state it produced): entries whose idempotency key is no longer live (expired by
+    /// [`Journal::expire_keys`], replaced, or never set). An entry whose key is live stays, so that
+    /// a retry with that key still receives its response. Dropping goes from the oldest history
+    /// on and stops at the first entry that must stay, so the retained history has no holes; how
+    /// much goes at once depends on the implementation (whole segment files for the durable
+    /// journal). The topology is kept. Durable before it returns.
+    async fn compact(&self, through: Seq) -> Result<Compaction, JournalError>;
     /// The entry that carries the scoped idempotency key `scoped` (see [`IdempotencyKey`]),
     /// whatever its state, unless the key was expired.
     async fn find_key(&self, scoped: &str) -> Result<Option<Entry>, JournalError>;
     /// Forgets the idempotency keys of entries sequenced before `before`; returns how many.
-    /// The entries themselves stay (they are the history).
+    /// The entries themselves stay (they are the history) until [`Journal::compact`] drops them.
     async fn expire_keys(&self, before: std::time::SystemTime) -> Result<usize, JournalError>;
     /// Persists the topology (roles, epoch, backend states); replaces the previous one.
     async fn save_topology(&self, topology: &Topology) -> Result<(), JournalError>;

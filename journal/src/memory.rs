@@ -1,14 +1,14 @@
 //! An in-memory journal: the history lives as long as the process. Useful for tests and for
 //! deployments that accept losing the history on a gateway restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use crate::{Entry, EntryState, Journal, JournalError, ResponseRecord, Seq, Topology};
+use crate::{Compaction, Entry, EntryState, Journal, JournalError, ResponseRecord, Seq, Topology};
 
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
@@ -17,6 +17,8 @@ pub struct MemoryJournal {
     keys: Mutex<HashMap<String, Seq>>,
     topology: Mutex<Option<Topology>>,
     last: AtomicU64,
+    /// The highest seq compaction dropped (0 when none): the history starts after it.
+    compacted_through: AtomicU64,
 }
 
 impl MemoryJournal {
@@ -38,7 +40,7 @@ impl Journal for MemoryJournal {
     async fn append(&self, entry: Entry) -> Result<(), JournalError> {
         let seq = entry.seq;
         let mut entries = self.entries.lock();
-        if entries.contains_key(&seq) {
+        if entries.contains_key(&seq) || seq <= self.compacted_through.load(Ordering::Acquire) {
             return Err(JournalError::DuplicateSeq { seq });
         }
         if let Some(key) = &entry.idempotency {
@@ -98,6 +100,28 @@ impl Journal for MemoryJournal {
         self.last.load(Ordering::Acquire)
     }
 
+    fn first_seq(&self) -> Seq {
+        self.compacted_through.load(Ordering::Acquire) + 1
+    }
+
+    async fn compact(&self, through: Seq) -> Result<Compaction, JournalError> {
+        let mut entries = self.entries.lock();
+        let live: HashSet<Seq> = self.keys.lock().values().copied().collect();
+        let mut compaction = Compaction::default();
+        while let Some(oldest) = entries.first_entry() {
+            let seq = *oldest.key();
+            if seq > through || live.contains(&seq) {
+                break;
+            }
+            let entry = oldest.remove();
+            compaction.dropped_entries += 1;
+            compaction.dropped_bytes += payload_bytes(&entry);
+            self.compacted_through.fetch_max(seq, Ordering::AcqRel);
+        }
+        compaction.first_seq = self.first_seq();
+        Ok(compaction)
+    }
+
     async fn find_key(&self, scoped: &str) -> Result<Option<Entry>, JournalError> {
         let Some(seq) = self.keys.lock().get(scoped).copied() else {
             return Ok(None);
@@ -121,6 +145,20 @@ impl Journal for MemoryJournal {
     async fn load_topology(&self) -> Result<Option<Topology>, JournalError> {
         Ok(self.topology.lock().clone())
     }
+}
+
+/// The bytes an entry's requests and responses hold (what dropping it gives back, roughly).
+fn payload_bytes(entry: &Entry) -> u64 {
+    let headers =
+        |h: &[crate::Header]| -> usize { h.iter().map(|h| h.name.len() + h.value.len()).sum() };
+    let response = |r: &ResponseRecord| headers(&r.headers) + r.body.len();
+    let r = &entry.request;
+    let state = match &entry.state {
+        EntryState::Pending => 0,
+        EntryState::Answered(resp) | EntryState::Committed(resp) => response(resp),
+        EntryState::Aborted(reason) => reason.len(),
+    };
+    (r.method.len() + r.uri.len() + headers(&r.headers) + r.body.len() + state) as u64
 }
 
 #[cfg(test)]
@@ -182,6 +220,107 @@ mod tests {
             .map(|e| e.seq)
             .collect();
         assert_eq!(seqs, vec![2, 3, 4]);
+    }
+
+    fn keyed(seq: Seq, key: &str) -> Entry {
+        entry(seq).with_idempotency(Some(crate::IdempotencyKey {
+            scoped: key.into(),
+            fingerprint: format!("fp-{seq}"),
+        }))
+    }
+
+    async fn seqs(j: &MemoryJournal, from: Seq) -> Vec<Seq> {
+        let entries = j.read_from(from, usize::MAX).await.unwrap();
+        entries.iter().map(|e| e.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn an_empty_journal_starts_at_one_and_compacts_nothing() {
+        let j = MemoryJournal::new();
+        assert_eq!(j.first_seq(), 1);
+        assert_eq!(
+            j.compact(10).await.unwrap(),
+            Compaction {
+                first_seq: 1,
+                dropped_entries: 0,
+                dropped_bytes: 0
+            }
+        );
+        assert_eq!(j.first_seq(), 1);
+        assert_eq!(j.last_seq(), 0);
+        j.append(entry(1)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn compaction_drops_the_oldest_entries_through_the_seq() {
+        let j = MemoryJournal::new();
+        for seq in 1..=10 {
+            j.append(entry(seq)).await.unwrap();
+            j.commit(seq, response(200)).await.unwrap();
+        }
+        let done = j.compact(4).await.unwrap();
+        assert_eq!(done.first_seq, 5);
+        assert_eq!(done.dropped_entries, 4);
+        // Method, URI, body and the committed response's body, per entry.
+        assert_eq!(done.dropped_bytes, 4 * (4 + 4 + 2 + 2));
+        assert_eq!(j.first_seq(), 5);
+        assert_eq!(j.last_seq(), 10);
+        assert_eq!(j.get(4).await.unwrap(), None);
+        assert_eq!(j.get(5).await.unwrap().map(|e| e.seq), Some(5));
+        // From before the start: the history as it is, from `first_seq` on.
+        assert_eq!(seqs(&j, 0).await, (5..=10).collect::<Vec<_>>());
+        assert_eq!(seqs(&j, 7).await, vec![7, 8, 9, 10]);
+        // Records about a dropped entry find nothing; its seq is never taken again.
+        assert!(matches!(
+            j.record_ack(3, "b").await,
+            Err(JournalError::UnknownSeq { seq: 3 })
+        ));
+        assert!(matches!(
+            j.append(entry(3)).await,
+            Err(JournalError::DuplicateSeq { seq: 3 })
+        ));
+        // Compacting again through an older seq changes nothing.
+        let again = j.compact(2).await.unwrap();
+        assert_eq!((again.first_seq, again.dropped_entries), (5, 0));
+    }
+
+    #[tokio::test]
+    async fn a_live_key_keeps_its_entry_and_everything_after_it() {
+        let j = MemoryJournal::new();
+        for seq in 1..=6 {
+            let e = if seq == 3 { keyed(3, "k3") } else { entry(seq) };
+            j.append(e).await.unwrap();
+        }
+        // Entry 3's time is the epoch, like every other entry here: a cut-off at the epoch keeps
+        // its key.
+        j.expire_keys(SystemTime::UNIX_EPOCH).await.unwrap();
+        let done = j.compact(5).await.unwrap();
+        assert_eq!((done.first_seq, done.dropped_entries), (3, 2));
+        assert_eq!(seqs(&j, 0).await, vec![3, 4, 5, 6]);
+        assert_eq!(j.find_key("k3").await.unwrap().map(|e| e.seq), Some(3));
+
+        // Once the key expired, the entry may go.
+        let later = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1);
+        assert_eq!(j.expire_keys(later).await.unwrap(), 1);
+        let done = j.compact(5).await.unwrap();
+        assert_eq!((done.first_seq, done.dropped_entries), (6, 3));
+        assert_eq!(seqs(&j, 0).await, vec![6]);
+        assert_eq!(j.find_key("k3").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn compacting_everything_starts_the_history_after_the_last_seq() {
+        let j = MemoryJournal::new();
+        for seq in 1..=3 {
+            j.append(entry(seq)).await.unwrap();
+        }
+        let done = j.compact(100).await.unwrap();
+        assert_eq!((done.first_seq, done.dropped_entries), (4, 3));
+        assert_eq!(j.first_seq(), j.last_seq() + 1);
+        assert!(seqs(&j, 0).await.is_empty());
+        j.append(entry(4)).await.unwrap();
+        assert_eq!(seqs(&j, 0).await, vec![4]);
+        assert_eq!(j.last_seq(), 4);
     }
 
     #[tokio::test]

@@ -80,6 +80,10 @@ pub struct Entry {
     pub seq: Seq,
     /// The ordering domain; empty for the global lane.
     pub lane: String,
+    /// The highest seq that had committed or aborted when this entry was admitted: its client
+    /// may have seen those answers, so a replay applies all of them (and the entries before them)
+    /// before this one. Always less than `seq`.
+    pub after: Seq,
     /// Gateway time at sequencing.
     pub time: SystemTime,
     pub request: RequestRecord,
@@ -100,6 +104,7 @@ impl Entry {
         Entry {
             seq,
             lane,
+            after: seq.saturating_sub(1),
             time,
             request,
             state: EntryState::Pending,
@@ -140,6 +145,19 @@ pub struct BackendRecord {
     /// `in-sync`, `lagging`, `diverged`, `joining`, `suspect` or `down`.
     pub state: String,
     pub acked_seq: Seq,
+}
+
+/// What one [`Journal::compact`](crate::Journal::compact) call dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Compaction {
+    /// Where the history starts after the call: [`Journal::first_seq`](crate::Journal::first_seq).
+    pub first_seq: Seq,
+    /// How many entries were dropped.
+    pub dropped_entries: u64,
+    /// How much storage was given back: for the file journal the size of the deleted segment
+    /// files, for the memory journal the bytes of the dropped requests and responses (methods,
+    /// URIs, header names and values, bodies).
+    pub dropped_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

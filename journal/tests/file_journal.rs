@@ -1,5 +1,6 @@
 //! The file journal against its contract: round trips through close and reopen, recovery from
-//! torn tails and damage, the lock, group commit, segments, and agreement with `MemoryJournal`.
+//! torn tails and damage, the lock, group commit, segments, compaction (and crashes during it),
+//! and agreement with `MemoryJournal`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,9 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use lockstep_journal::{
-    BackendRecord, Durability, Entry, EntryState, FileJournal, FileJournalOptions, Header,
-    IdempotencyKey, Journal, JournalError, MemoryJournal, RequestRecord, ResponseRecord, Seq,
-    Topology,
+    BackendRecord, Compaction, Durability, Entry, EntryState, FileJournal, FileJournalOptions,
+    Header, IdempotencyKey, Journal, JournalError, MemoryJournal, RequestRecord, ResponseRecord,
+    Seq, Topology,
 };
 
 fn time(secs: u64) -> SystemTime {
@@ -259,13 +260,16 @@ async fn flipped_byte_in_the_middle_is_corrupt() {
 async fn unsupported_format_version_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let (mut bytes, _) = journal_bytes(dir.path(), 2).await;
-    bytes[8] = 2;
-    std::fs::write(&segment_files(dir.path())[0], &bytes).unwrap();
-    let err = FileJournal::open(dir.path(), Durability::Never).unwrap_err();
-    assert!(
-        matches!(&err, JournalError::Corrupt { detail, .. } if detail.contains("version 2")),
-        "{err}"
-    );
+    for version in [0, 3] {
+        bytes[8] = version;
+        std::fs::write(&segment_files(dir.path())[0], &bytes).unwrap();
+        let err = FileJournal::open(dir.path(), Durability::Never).unwrap_err();
+        assert!(
+            matches!(&err, JournalError::Corrupt { detail, .. }
+                if detail.contains(&format!("version {version} is not supported"))),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -473,7 +477,10 @@ async fn script(j: &dyn Journal) -> Vec<Outcome> {
 }
 
 async fn observe(j: &dyn Journal) -> Vec<Outcome> {
-    let mut out = vec![Ok(format!("last_seq {}", j.last_seq()))];
+    let mut out = vec![
+        Ok(format!("last_seq {}", j.last_seq())),
+        Ok(format!("first_seq {}", j.first_seq())),
+    ];
     for (from, limit) in [(0, 100), (2, 2), (4, 10), (7, 10), (1, 0)] {
         out.push(outcome(j.read_from(from, limit).await));
     }
@@ -501,4 +508,507 @@ async fn memory_and_file_journals_behave_the_same() {
     drop(file);
     let file = open(dir.path(), Durability::Batch);
     assert_eq!(observe(&file).await, observe(&memory).await);
+}
+
+// --- Compaction ---------------------------------------------------------------------------------
+
+fn small_segments(durability: Durability) -> FileJournalOptions {
+    FileJournalOptions {
+        segment_bytes: 1024,
+        ..FileJournalOptions::new(durability)
+    }
+}
+
+/// The numbers of the segment files in `dir`, in order.
+fn segment_numbers(dir: &Path) -> Vec<u64> {
+    segment_files(dir)
+        .iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name["segment-".len()..name.len() - ".log".len()]
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("segment-{number:020}.log"))
+}
+
+/// The segment holding the append record of `seq` (found by its `x-request` header, which only
+/// the append record carries).
+fn segment_of(dir: &Path, seq: Seq) -> u64 {
+    let value = format!("r{seq}");
+    let mut needle = b"x-request".to_vec();
+    needle.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    needle.extend_from_slice(value.as_bytes());
+    let found: Vec<u64> = segment_numbers(dir)
+        .into_iter()
+        .filter(|&n| {
+            let bytes = std::fs::read(segment_path(dir, n)).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "the append of {seq} is in segments {found:?}"
+    );
+    found[0]
+}
+
+/// Everything a reader can observe, to compare a journal before and after a reopen.
+#[derive(Debug, PartialEq)]
+struct State {
+    first_seq: Seq,
+    last_seq: Seq,
+    entries: Vec<Entry>,
+    keys: Vec<(String, Option<Seq>)>,
+    topology: Option<Topology>,
+}
+
+async fn state(j: &dyn Journal, keys: &[&str]) -> State {
+    let mut found = Vec::new();
+    for key in keys {
+        let seq = j.find_key(key).await.unwrap().map(|e| e.seq);
+        found.push((key.to_string(), seq));
+    }
+    State {
+        first_seq: j.first_seq(),
+        last_seq: j.last_seq(),
+        entries: everything(j).await,
+        keys: found,
+        topology: j.load_topology().await.unwrap(),
+    }
+}
+
+/// Appends `1..=n` in several segments (of 1 KiB), each committed and acknowledged (the commit
+/// of one entry lands after the append of the next, often in a later segment); `keyed` entries
+/// carry the key `k{seq}`. The topology is saved first, in segment 0.
+async fn fill(j: &FileJournal, n: Seq, keyed_seqs: &[Seq]) {
+    j.save_topology(&topology(1)).await.unwrap();
+    for seq in 1..=n {
+        let e = if keyed_seqs.contains(&seq) {
+            keyed(seq, &format!("k{seq}"))
+        } else {
+            entry(seq)
+        };
+        j.append(e).await.unwrap();
+        if seq > 1 {
+            j.commit(seq - 1, response(seq - 1)).await.unwrap();
+            j.record_ack(seq - 1, "b").await.unwrap();
+        }
+    }
+    j.commit(n, response(n)).await.unwrap();
+}
+
+/// The segments `compact(through)` may delete, worked out from the files: from the oldest on,
+/// those that are not the last and hold only appends of seqs `<= through` none of which is in
+/// `live`, up to the first that does not qualify. With the highest seq among them.
+fn expected_drop(dir: &Path, appended: &[Seq], through: Seq, live: &[Seq]) -> (Vec<u64>, Seq) {
+    let numbers = segment_numbers(dir);
+    let active = *numbers.last().unwrap();
+    let mut doomed = Vec::new();
+    let mut highest = 0;
+    for &n in &numbers {
+        let seqs: Vec<Seq> = appended
+            .iter()
+            .copied()
+            .filter(|&s| segment_of(dir, s) == n)
+            .collect();
+        if n == active || seqs.iter().any(|s| *s > through || live.contains(s)) {
+            break;
+        }
+        highest = seqs.iter().copied().max().unwrap_or(highest).max(highest);
+        doomed.push(n);
+    }
+    (doomed, highest)
+}
+
+fn size_of(dir: &Path, segments: &[u64]) -> u64 {
+    segments
+        .iter()
+        .map(|&n| std::fs::metadata(segment_path(dir, n)).unwrap().len())
+        .sum()
+}
+
+#[tokio::test]
+async fn compaction_deletes_old_segments_up_to_the_first_one_that_must_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(Durability::Always);
+    let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+    // Key k3 expires below; k25 stays live and keeps its segment, and every later one.
+    fill(&j, 40, &[3, 25]).await;
+    assert_eq!(j.expire_keys(time(10)).await.unwrap(), 1);
+    assert_eq!(j.first_seq(), 1);
+    let all: Vec<Seq> = (1..=40).collect();
+    let before = everything(&j).await;
+    let first_segments = segment_numbers(dir.path());
+    assert!(first_segments.len() > 8, "{first_segments:?}");
+
+    let (doomed, highest) = expected_drop(dir.path(), &all, 30, &[25]);
+    assert!(doomed.len() >= 2, "{doomed:?}");
+    assert_eq!(segment_of(dir.path(), 25), doomed.last().unwrap() + 1);
+    let bytes = size_of(dir.path(), &doomed);
+    let done = j.compact(30).await.unwrap();
+    assert_eq!(
+        done,
+        Compaction {
+            first_seq: highest + 1,
+            dropped_entries: highest,
+            dropped_bytes: bytes,
+        }
+    );
+    assert_eq!(j.first_seq(), highest + 1);
+    assert_eq!(j.last_seq(), 40);
+    assert_eq!(segment_numbers(dir.path())[0], doomed.last().unwrap() + 1);
+
+    // Dropped seqs are gone; from `first_seq` on, every entry is as it was, including those
+    // through 30 that share a segment with k25 or come after it.
+    for seq in 1..=highest {
+        assert_eq!(j.get(seq).await.unwrap(), None, "seq {seq}");
+    }
+    let kept = before[highest as usize..].to_vec();
+    assert_eq!(kept[0].seq, highest + 1);
+    assert_eq!(everything(&j).await, kept);
+    assert_eq!(
+        j.read_from(highest + 1, 3).await.unwrap(),
+        kept[..3].to_vec()
+    );
+    assert_eq!(j.read_from(1, 2).await.unwrap(), kept[..2].to_vec());
+    assert_eq!(j.get(30).await.unwrap().as_ref(), Some(&before[29]));
+    assert_eq!(j.find_key("k25").await.unwrap().as_ref(), Some(&before[24]));
+    assert_eq!(j.find_key("k3").await.unwrap(), None);
+    assert!(matches!(
+        j.commit(1, response(1)).await,
+        Err(JournalError::UnknownSeq { seq: 1 })
+    ));
+    assert!(matches!(
+        j.append(entry(1)).await,
+        Err(JournalError::DuplicateSeq { seq: 1 })
+    ));
+
+    // The topology's record was in segment 0: it was written again before the files went.
+    let keys = ["k3", "k25"];
+    let compacted = state(&j, &keys).await;
+    assert_eq!(compacted.topology, Some(topology(1)));
+    drop(j);
+    let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+    assert_eq!(state(&j, &keys).await, compacted);
+
+    // Nothing more may go while k25 is live; once it expired, everything up to the segment
+    // holding seq 31 may.
+    let again = j.compact(30).await.unwrap();
+    assert_eq!((again.first_seq, again.dropped_entries), (highest + 1, 0));
+    assert_eq!(j.expire_keys(time(100)).await.unwrap(), 1);
+    let (doomed, highest2) = expected_drop(dir.path(), &all[highest as usize..], 30, &[]);
+    assert!(!doomed.is_empty());
+    let done = j.compact(30).await.unwrap();
+    assert_eq!(done.first_seq, highest2 + 1);
+    assert_eq!(done.dropped_entries, highest2 - highest);
+    assert_eq!(everything(&j).await, before[highest2 as usize..].to_vec());
+    assert_eq!(j.find_key("k25").await.unwrap(), None);
+    let compacted = state(&j, &keys).await;
+    drop(j);
+    let j = FileJournal::open_with(dir.path(), options).unwrap();
+    assert_eq!(state(&j, &keys).await, compacted);
+    assert_eq!(j.load_topology().await.unwrap(), Some(topology(1)));
+}
+
+#[tokio::test]
+async fn seqs_continue_after_every_entry_was_compacted_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(Durability::Batch);
+    let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+    let keys: Vec<String> = (1..=12).map(|s| format!("k{s}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    fill(&j, 12, &(1..=12).collect::<Vec<_>>()).await;
+    j.save_topology(&topology(2)).await.unwrap();
+    // Acks for entry 12 until a segment holds no append at all, only records about entries
+    // that are about to be dropped.
+    let last_append = segment_of(dir.path(), 12);
+    while *segment_numbers(dir.path()).last().unwrap() == last_append {
+        j.record_ack(12, "c").await.unwrap();
+    }
+    j.record_ack(11, "c").await.unwrap();
+    assert_eq!(j.expire_keys(time(100)).await.unwrap(), 12);
+
+    let done = j.compact(12).await.unwrap();
+    assert_eq!((done.first_seq, done.dropped_entries), (13, 12));
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert_eq!(j.first_seq(), 13);
+    assert_eq!(j.last_seq(), 12);
+    assert!(everything(&j).await.is_empty());
+    assert_eq!(j.get(12).await.unwrap(), None);
+    let compacted = state(&j, &keys).await;
+    assert_eq!(compacted.topology, Some(topology(2)));
+    drop(j);
+
+    // The remaining segment holds acks about dropped entries: not damage.
+    let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+    assert_eq!(state(&j, &keys).await, compacted);
+    assert!(matches!(
+        j.append(entry(12)).await,
+        Err(JournalError::DuplicateSeq { seq: 12 })
+    ));
+    j.append(entry(13)).await.unwrap();
+    drop(j);
+    let j = FileJournal::open_with(dir.path(), options).unwrap();
+    assert_eq!((j.first_seq(), j.last_seq()), (13, 13));
+    assert_eq!(everything(&j).await, vec![entry(13)]);
+}
+
+#[tokio::test]
+async fn compaction_of_only_the_active_segment_drops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), Durability::Always);
+    for seq in 1..=5 {
+        j.append(entry(seq)).await.unwrap();
+    }
+    assert_eq!(
+        j.compact(5).await.unwrap(),
+        Compaction {
+            first_seq: 1,
+            dropped_entries: 0,
+            dropped_bytes: 0,
+        }
+    );
+    assert_eq!(everything(&j).await.len(), 5);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for item in std::fs::read_dir(from).unwrap() {
+        let item = item.unwrap();
+        std::fs::copy(item.path(), to.join(item.file_name())).unwrap();
+    }
+}
+
+/// A crash anywhere in a compaction: before its record is complete the journal reopens as it
+/// was; once the record is durable it reopens compacted, whichever of the files to delete are
+/// still there (the oldest go first, but any pattern is accepted), and deletes them.
+#[tokio::test]
+async fn a_crash_during_compaction_reopens_to_a_consistent_journal() {
+    let template = tempfile::tempdir().unwrap();
+    let options = small_segments(Durability::Always);
+    {
+        let j = FileJournal::open_with(template.path(), options.clone()).unwrap();
+        fill(&j, 40, &[7, 20]).await;
+        j.expire_keys(time(10)).await.unwrap();
+    }
+    let keys = ["k7", "k20"];
+    let open_state = |dir: PathBuf| {
+        let options = options.clone();
+        async move {
+            let j = FileJournal::open_with(&dir, options).unwrap();
+            state(&j, &keys).await
+        }
+    };
+    let before = open_state(template.path().to_path_buf()).await;
+    assert_eq!(before.entries.len(), 40);
+    let all_segments = segment_numbers(template.path());
+
+    // The compaction as it completes.
+    let done = tempfile::tempdir().unwrap();
+    copy_dir(template.path(), done.path());
+    let (result, after) = {
+        let j = FileJournal::open_with(done.path(), options.clone()).unwrap();
+        let result = j.compact(15).await.unwrap();
+        (result, state(&j, &keys).await)
+    };
+    assert!(result.dropped_entries > 0);
+    assert_eq!(after.first_seq, result.first_seq);
+    assert_eq!(after.keys, before.keys);
+    let deleted: Vec<u64> = all_segments
+        .iter()
+        .copied()
+        .filter(|n| !segment_numbers(done.path()).contains(n))
+        .collect();
+    assert!(deleted.len() >= 3, "{deleted:?}");
+    let active = *segment_numbers(done.path()).last().unwrap();
+    let active_before = std::fs::metadata(segment_path(template.path(), active))
+        .map(|m| m.len())
+        .unwrap_or(16);
+    let active_after = std::fs::metadata(segment_path(done.path(), active))
+        .unwrap()
+        .len();
+    assert!(active_after > active_before);
+
+    // The compaction record is durable, some or all of the files are still there.
+    let n = deleted.len();
+    let leftovers: Vec<(&str, Vec<u64>)> = vec![
+        ("none deleted yet", deleted.clone()),
+        ("the oldest deleted", deleted[n / 2..].to_vec()),
+        ("only the newest deleted", deleted[..n - 1].to_vec()),
+        ("only the oldest left", deleted[..1].to_vec()),
+    ];
+    for (case, left) in leftovers {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(done.path(), dir.path());
+        for &number in &left {
+            std::fs::copy(
+                segment_path(template.path(), number),
+                segment_path(dir.path(), number),
+            )
+            .unwrap();
+        }
+        assert_eq!(open_state(dir.path().to_path_buf()).await, after, "{case}");
+        assert_eq!(
+            segment_numbers(dir.path()),
+            segment_numbers(done.path()),
+            "{case}: the files left behind are deleted on open"
+        );
+        assert_eq!(open_state(dir.path().to_path_buf()).await, after, "{case}");
+    }
+
+    // The crash came before the compaction record was complete: no file was deleted yet, and
+    // the active segment ends anywhere in the records the compaction wrote.
+    for cut in [
+        active_before,
+        active_before + 1,
+        active_after - 9,
+        active_after - 1,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(done.path(), dir.path());
+        for &number in &deleted {
+            std::fs::copy(
+                segment_path(template.path(), number),
+                segment_path(dir.path(), number),
+            )
+            .unwrap();
+        }
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(segment_path(dir.path(), active))
+            .unwrap();
+        f.set_len(cut).unwrap();
+        drop(f);
+        assert_eq!(
+            open_state(dir.path().to_path_buf()).await,
+            before,
+            "cut at {cut}"
+        );
+        assert_eq!(segment_numbers(dir.path()), all_segments, "cut at {cut}");
+        // And compacting again gives the same result.
+        let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+        assert_eq!(j.compact(15).await.unwrap(), result, "cut at {cut}");
+        assert_eq!(state(&j, &keys).await, after, "cut at {cut}");
+    }
+
+    // A retained segment that goes missing is still damage.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(done.path(), dir.path());
+    let retained = segment_numbers(dir.path());
+    std::fs::remove_file(segment_path(dir.path(), retained[0])).unwrap();
+    let err = FileJournal::open_with(dir.path(), options).unwrap_err();
+    assert!(
+        matches!(&err, JournalError::Corrupt { detail, .. }
+            if detail.contains(&format!("segment {} is missing", retained[0]))),
+        "{err}"
+    );
+}
+
+/// Sets the format version in the header of segment `number`.
+fn set_version(dir: &Path, number: u64, version: u32) {
+    let path = segment_path(dir, number);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+}
+
+fn version_of(dir: &Path, number: u64) -> u32 {
+    let bytes = std::fs::read(segment_path(dir, number)).unwrap();
+    u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+}
+
+#[tokio::test]
+async fn version_1_segments_are_read_and_compaction_starts_a_version_2_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(Durability::Batch);
+    let before = {
+        let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+        fill(&j, 20, &[]).await;
+        state(&j, &[]).await
+    };
+    let numbers = segment_numbers(dir.path());
+    assert!(numbers.len() > 3);
+    // Version 1 is version 2 without the compaction record: the same bytes, read the same.
+    for &n in &numbers {
+        assert_eq!(version_of(dir.path(), n), 2);
+        set_version(dir.path(), n, 1);
+    }
+    let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+    assert_eq!(state(&j, &[]).await, before);
+
+    // The active segment is version 1: it is sealed, and the record goes to a new one.
+    let done = j.compact(10).await.unwrap();
+    assert!(done.dropped_entries > 0);
+    let after = state(&j, &[]).await;
+    drop(j);
+    let now = segment_numbers(dir.path());
+    let newest = *now.last().unwrap();
+    assert_eq!(newest, numbers.last().unwrap() + 1);
+    assert_eq!(version_of(dir.path(), newest), 2);
+    assert!(
+        now[..now.len() - 1]
+            .iter()
+            .all(|&n| version_of(dir.path(), n) == 1)
+    );
+    let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+    assert_eq!(state(&j, &[]).await, after);
+    drop(j);
+
+    // A compaction record in a version 1 segment is damage.
+    set_version(dir.path(), newest, 1);
+    let err = FileJournal::open_with(dir.path(), options).unwrap_err();
+    assert!(
+        matches!(&err, JournalError::Corrupt { detail, .. }
+            if detail.contains("compaction record in a version 1 segment")),
+        "{err}"
+    );
+}
+
+/// Readers racing a compaction never fail: an entry dropped under them is left out, and what
+/// they get is always a run of consecutive entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_a_compaction_never_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let j =
+        Arc::new(FileJournal::open_with(dir.path(), small_segments(Durability::Never)).unwrap());
+    for seq in 1..=200 {
+        j.append(entry(seq)).await.unwrap();
+        j.commit(seq, response(seq)).await.unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (j, stop) = (j.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
+                let entries = j.read_from(0, usize::MAX).await.unwrap();
+                let seqs: Vec<Seq> = entries.iter().map(|e| e.seq).collect();
+                if let Some(&first) = seqs.first() {
+                    assert_eq!(seqs, (first..=200).collect::<Vec<_>>());
+                }
+                for e in &entries {
+                    assert_eq!(e.state, EntryState::Committed(response(e.seq)));
+                }
+                assert!(j.get(150).await.unwrap().is_some());
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    for through in (10..=140).step_by(10) {
+        j.compact(through).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.await.unwrap() > 0);
+    }
+    assert!(j.first_seq() > 100);
 }

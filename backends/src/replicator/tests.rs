@@ -397,6 +397,7 @@ async fn catch_up(r: &Arc<Replicator>, name: &str) -> Result<crate::JoinReport, 
     let options = crate::CatchupOptions {
         fence_lag: 4,
         batch: 8,
+        concurrency: 4,
         fresh: false,
     };
     r.catch_up(
@@ -505,4 +506,244 @@ async fn a_catch_up_whose_view_differs_is_refused() {
         catch_up(&r, "b").await,
         Err(crate::JoinError::AlreadyInSync(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_backend_replays_lanes_concurrently_each_in_its_own_order() {
+    let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    // Four clients at once, one per lane: their requests were concurrent, so a replay may
+    // overlap them too.
+    fakes.set(
+        "a",
+        Behaviour {
+            slow: Some(("/".into(), Duration::from_millis(5))),
+            ..Default::default()
+        },
+    );
+    let mut clients = Vec::new();
+    for lane in 0..4 {
+        let r = r.clone();
+        clients.push(tokio::spawn(async move {
+            for i in 0..10 {
+                r.submit(post(&format!("lane{lane}"), &format!("/k{lane}/{i}")))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let d = r
+        .add_backend("d", "http://127.0.0.1:1/d", "v2")
+        .await
+        .unwrap();
+    assert_eq!(d.state(), BackendState::Joining);
+    // Every request takes a while on d, so that lanes replayed at once overlap.
+    fakes.set(
+        "d",
+        Behaviour {
+            slow: Some(("/".into(), Duration::from_millis(20))),
+            ..Default::default()
+        },
+    );
+    let (progress, watching) = watch::channel(crate::JoinProgress::default());
+    let options = crate::CatchupOptions {
+        fence_lag: 1,
+        batch: 40,
+        concurrency: 4,
+        fresh: true,
+    };
+    let report = r
+        .catch_up(
+            "d",
+            1,
+            &probes(),
+            &|_| CompareRule::default(),
+            &options,
+            &progress,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.replayed, 40);
+    assert_eq!(d.state(), BackendState::InSync);
+    assert_eq!(fakes.state("d"), fakes.state("a"));
+    // Within each lane, d processed the requests in seq order, as the primary did.
+    for lane in 0..4 {
+        let prefix = format!("/k{lane}/");
+        let order = |name: &str| -> Vec<u64> {
+            fakes
+                .processed(name)
+                .into_iter()
+                .filter(|(uri, _)| uri.starts_with(&prefix))
+                .map(|(_, seq)| seq)
+                .collect()
+        };
+        assert_eq!(order("d"), order("a"), "lane {lane}");
+    }
+    // Lanes were replayed at once, never more than `concurrency` of them.
+    assert!(
+        (2..=4).contains(&fakes.max_concurrent("d")),
+        "{}",
+        fakes.max_concurrent("d")
+    );
+    let last = watching.borrow().clone();
+    assert_eq!((last.phase, last.replayed), ("in-sync", 40));
+    assert!(last.pause_ms.is_some());
+}
+
+#[tokio::test]
+async fn added_and_removed_backends_are_announced_and_persisted() {
+    let (r, _fakes, journal) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    let mut events = r.events().subscribe();
+    r.add_backend("d", "http://127.0.0.1:1/d", "v2")
+        .await
+        .unwrap();
+    let e = events.recv().await.unwrap();
+    assert_eq!(
+        (e.event, e.backend.as_deref(), e.implementation.as_deref()),
+        ("backend-added", Some("d"), Some("v2"))
+    );
+    assert!(matches!(
+        r.add_backend("d", "http://127.0.0.1:2/", "v2").await,
+        Err(MembershipError::NameTaken(_))
+    ));
+    assert!(matches!(
+        r.add_backend("e", "http://127.0.0.1:1/d", "v2").await,
+        Err(MembershipError::UrlTaken { .. })
+    ));
+    assert!(matches!(
+        r.add_backend("e", "https://example.com", "v2").await,
+        Err(MembershipError::BadUrl { .. })
+    ));
+    assert!(matches!(
+        r.add_backend("bad name", "http://127.0.0.1:3", "v2").await,
+        Err(MembershipError::BadName(_))
+    ));
+    assert!(matches!(
+        r.remove_backend("a").await,
+        Err(MembershipError::IsPrimary(_))
+    ));
+    let removed = r.remove_backend("b").await.unwrap();
+    assert_eq!(removed.name, "b");
+    let e = events.recv().await.unwrap();
+    assert_eq!(
+        (e.event, e.backend.as_deref()),
+        ("backend-removed", Some("b"))
+    );
+    let names: Vec<String> = r.pool().all().iter().map(|b| b.name.clone()).collect();
+    assert_eq!(names, ["a", "c", "d"]);
+
+    // A restart with the same configuration (a, b, c) restores the membership of the journal.
+    let topology = journal.load_topology().await.unwrap().unwrap();
+    let restarted = restart(
+        config(AckPolicy::All, DispatchMode::Sequential),
+        &_fakes,
+        &journal,
+    );
+    restarted.restore(&topology);
+    let names: Vec<(String, String)> = restarted
+        .pool()
+        .all()
+        .iter()
+        .map(|b| (b.name.clone(), b.implementation.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("a".into(), "v1".into()),
+            ("c".into(), "v1".into()),
+            ("d".into(), "v2".into())
+        ]
+    );
+    // b stays removed through the next save too.
+    assert!(
+        restarted
+            .topology()
+            .backends
+            .iter()
+            .any(|rec| rec.name == "b" && rec.state == "removed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_backend_during_its_catch_up_stops_the_catch_up() {
+    let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    for i in 0..20 {
+        r.submit(post("", &format!("/k/{i}"))).await.unwrap();
+    }
+    r.add_backend("d", "http://127.0.0.1:1/d", "v1")
+        .await
+        .unwrap();
+    fakes.set(
+        "d",
+        Behaviour {
+            slow: Some(("/".into(), Duration::from_millis(10))),
+            ..Default::default()
+        },
+    );
+    let join = {
+        let r = r.clone();
+        tokio::spawn(async move {
+            let (progress, _) = watch::channel(crate::JoinProgress::default());
+            let options = crate::CatchupOptions {
+                fence_lag: 1,
+                batch: 2,
+                concurrency: 1,
+                fresh: true,
+            };
+            r.catch_up(
+                "d",
+                1,
+                &probes(),
+                &|_| CompareRule::default(),
+                &options,
+                &progress,
+            )
+            .await
+        })
+    };
+    fakes.wait_until(|f| !f.processed("d").is_empty()).await;
+    r.remove_backend("d").await.unwrap();
+    let err = join.await.unwrap().unwrap_err();
+    assert_eq!(err, crate::JoinError::Removed("d".into()));
+    assert!(r.pool().get("d").is_none());
+    // The rest goes on.
+    r.submit(post("", "/k/after")).await.unwrap();
+    assert_eq!(fakes.state("b"), fakes.state("a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_keeps_the_order_clients_saw_across_lanes() {
+    let (r, fakes, journal) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    // One client, alternating lanes: each request was sent after the previous one's answer, so
+    // the replay must not overlap any of them, whatever their lanes.
+    for i in 0..12 {
+        r.submit(post(&format!("lane{}", i % 3), &format!("/k{}/{i}", i % 3)))
+            .await
+            .unwrap();
+    }
+    let entries = journal.read_from(1, 100).await.unwrap();
+    assert!(entries.iter().all(|e| e.after == e.seq - 1), "{entries:?}");
+    r.add_backend("d", "http://127.0.0.1:1/d", "v1").await.unwrap();
+    fakes.set(
+        "d",
+        Behaviour {
+            slow: Some(("/".into(), Duration::from_millis(2))),
+            ..Default::default()
+        },
+    );
+    let (progress, _) = watch::channel(crate::JoinProgress::default());
+    let options = crate::CatchupOptions {
+        fence_lag: 1,
+        batch: 100,
+        concurrency: 8,
+        fresh: true,
+    };
+    r.catch_up("d", 1, &probes(), &|_| CompareRule::default(), &options, &progress)
+        .await
+        .unwrap();
+    assert_eq!(fakes.max_concurrent("d"), 1);
+    let seqs: Vec<u64> = fakes.processed("d").iter().map(|(_, s)| *s).collect();
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
 }

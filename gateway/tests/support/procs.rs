@@ -38,17 +38,29 @@ pub struct DemoProc {
     pub addr: SocketAddr,
     pub implementation: &'static str,
     pub data: PathBuf,
+    flags: Vec<String>,
     child: Option<Child>,
 }
 
 impl DemoProc {
     /// Starts on a fresh port; sqlite keeps its files in `data`.
     pub fn start(name: &str, implementation: &'static str, data: &Path) -> DemoProc {
+        Self::start_with(name, implementation, data, &[])
+    }
+
+    /// [`DemoProc::start`] with more command-line flags (`--diverge-after 5`).
+    pub fn start_with(
+        name: &str,
+        implementation: &'static str,
+        data: &Path,
+        flags: &[&str],
+    ) -> DemoProc {
         let mut p = DemoProc {
             name: name.to_owned(),
             addr: "127.0.0.1:0".parse().unwrap(),
             implementation,
             data: data.join(name),
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
             child: None,
         };
         std::fs::create_dir_all(&p.data).unwrap();
@@ -66,6 +78,7 @@ impl DemoProc {
                 "--data",
             ])
             .arg(&self.data)
+            .args(&self.flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

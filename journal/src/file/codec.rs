@@ -32,6 +32,8 @@ const KIND_EXPIRE_KEYS: u8 = 6;
 const KIND_TOPOLOGY: u8 = 7;
 const KIND_DISPATCH: u8 = 8;
 const KIND_UNDELIVERED: u8 = 9;
+/// Only in segments of format version 2 and later (see `segment`).
+const KIND_COMPACTED: u8 = 10;
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +72,12 @@ pub(super) enum Record {
         before: SystemTime,
     },
     Topology(Topology),
+    /// The history before `first_seq` was dropped: segment files numbered below `first_segment`
+    /// are deleted (or about to be), and records about the entries they held are void.
+    Compacted {
+        first_seq: Seq,
+        first_segment: u64,
+    },
 }
 
 /// Why a frame or body could not be read.
@@ -246,6 +254,8 @@ pub(super) fn encode_append(entry: &Entry) -> Vec<u8> {
             e.str(&key.fingerprint);
         }
     }
+    // Last, so that records written before the field existed still decode (see `decode`).
+    e.u64(entry.after);
     e.finish()
 }
 
@@ -310,7 +320,18 @@ pub(super) fn encode(record: &Record) -> Vec<u8> {
         Record::Abort { seq, reason } => encode_abort(*seq, reason),
         Record::ExpireKeys { before } => encode_expire_keys(*before),
         Record::Topology(t) => encode_topology(t),
+        Record::Compacted {
+            first_seq,
+            first_segment,
+        } => encode_compacted(*first_seq, *first_segment),
     }
+}
+
+pub(super) fn encode_compacted(first_seq: Seq, first_segment: u64) -> Vec<u8> {
+    let mut e = Encoder::new(KIND_COMPACTED, 16);
+    e.u64(first_seq);
+    e.u64(first_segment);
+    e.finish()
 }
 
 pub(super) fn encode_topology(t: &Topology) -> Vec<u8> {
@@ -442,9 +463,19 @@ pub(super) fn decode(body: &[u8]) -> Result<Record, String> {
                 }),
                 other => return Err(format!("unknown idempotency marker {other}")),
             };
+            // Absent in records written before it existed: the most careful value.
+            let after = if d.0.is_empty() {
+                seq.saturating_sub(1)
+            } else {
+                d.u64()?
+            };
+            if after >= seq && seq > 0 {
+                return Err(format!("entry {seq} is ordered after {after}"));
+            }
             Record::Append(Box::new(Entry {
                 seq,
                 lane,
+                after,
                 time,
                 request,
                 state,
@@ -498,6 +529,16 @@ pub(super) fn decode(body: &[u8]) -> Result<Record, String> {
                 primary,
                 backends,
             })
+        }
+        KIND_COMPACTED => {
+            let first_seq = d.u64()?;
+            if first_seq == 0 {
+                return Err("compaction record starts the history at seq 0".to_owned());
+            }
+            Record::Compacted {
+                first_seq,
+                first_segment: d.u64()?,
+            }
         }
         other => return Err(format!("unknown record kind {other}")),
     };

@@ -60,6 +60,12 @@ pub(super) enum Change {
     Abort(Seq),
     ExpireKeys(SystemTime),
     Topology(Topology),
+    /// Drops the entries appended in segments below `first_segment`; the history starts at
+    /// `first_seq`.
+    Compacted {
+        first_seq: Seq,
+        first_segment: u64,
+    },
 }
 
 impl Change {
@@ -84,6 +90,13 @@ impl Change {
             Record::Abort { seq, .. } => Change::Abort(seq),
             Record::ExpireKeys { before } => Change::ExpireKeys(before),
             Record::Topology(t) => Change::Topology(t),
+            Record::Compacted {
+                first_seq,
+                first_segment,
+            } => Change::Compacted {
+                first_seq,
+                first_segment,
+            },
         }
     }
 
@@ -97,7 +110,7 @@ impl Change {
             | Change::Undelivered(seq, _)
             | Change::Commit(seq)
             | Change::Abort(seq) => Some(*seq),
-            Change::ExpireKeys(_) | Change::Topology(_) => None,
+            Change::ExpireKeys(_) | Change::Topology(_) | Change::Compacted { .. } => None,
         }
     }
 
@@ -110,14 +123,34 @@ impl Change {
     }
 }
 
+/// What a compaction will do, worked out by [`Index::plan_compaction`].
+#[derive(Debug)]
+pub(super) struct Plan {
+    /// The segments to delete, oldest first (possibly none).
+    pub(super) segments: Vec<u64>,
+    /// Where the history starts afterwards.
+    pub(super) first_seq: Seq,
+    /// The oldest segment kept.
+    pub(super) first_segment: u64,
+    /// The current topology, when its record lies in a segment to delete (it must be written
+    /// again first).
+    pub(super) topology: Option<Topology>,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Index {
     pub(super) entries: BTreeMap<Seq, Meta>,
     /// Scoped idempotency key → seq.
     pub(super) keys: HashMap<String, Seq>,
     pub(super) topology: Option<Topology>,
+    /// The segment holding the record of `topology`.
+    topology_segment: Option<u64>,
     /// The highest durable seq.
     pub(super) last_seq: Seq,
+    /// The highest seq compaction dropped (0 when none): the history starts after it.
+    compacted_through: Seq,
+    /// The oldest segment still part of the history; those below it were compacted away.
+    pub(super) first_segment: u64,
     /// Backend names, stored once however many acks name them.
     names: HashSet<Arc<str>>,
 }
@@ -152,6 +185,11 @@ impl Index {
             } => {
                 if self.entries.contains_key(&seq) {
                     return Err(format!("entry {seq} is appended twice"));
+                }
+                if seq <= self.compacted_through {
+                    return Err(format!(
+                        "entry {seq} is appended after the history was compacted past it"
+                    ));
                 }
                 let acks = acks.iter().map(|a| self.intern(a)).collect();
                 if let Some(key) = key {
@@ -215,9 +253,77 @@ impl Index {
                     .retain(|_, seq| entries.get(seq).is_some_and(|m| m.time >= before));
                 return Ok(n - self.keys.len());
             }
-            Change::Topology(t) => self.topology = Some(t),
+            Change::Topology(t) => {
+                self.topology = Some(t);
+                self.topology_segment = Some(loc.segment);
+            }
+            Change::Compacted {
+                first_seq,
+                first_segment,
+            } => return Ok(self.compact(first_seq, first_segment)),
         }
         Ok(0)
+    }
+
+    /// Where the history starts (see `Journal::first_seq`).
+    pub(super) fn first_seq(&self) -> Seq {
+        self.compacted_through + 1
+    }
+
+    /// Whether `seq` may not be appended: it is stored, or the history was compacted past it.
+    pub(super) fn is_taken(&self, seq: Seq) -> bool {
+        seq <= self.compacted_through || self.entries.contains_key(&seq)
+    }
+
+    /// Forgets the entries appended in segments below `first_segment`, and their keys; returns
+    /// how many entries went.
+    fn compact(&mut self, first_seq: Seq, first_segment: u64) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, meta| meta.append.segment >= first_segment);
+        let entries = &self.entries;
+        self.keys.retain(|_, seq| entries.contains_key(seq));
+        self.compacted_through = self.compacted_through.max(first_seq.saturating_sub(1));
+        self.first_segment = self.first_segment.max(first_segment);
+        // Every dropped seq is below `first_seq`: after a restart that leaves no entry, the next
+        // seq still follows the last one handed out.
+        self.last_seq = self.last_seq.max(self.compacted_through);
+        before - self.entries.len()
+    }
+
+    /// What compacting through `through` may drop while `active` is the segment being written:
+    /// the sealed segments from the oldest on whose entries all have `seq <= through`, are
+    /// durable and hold no live idempotency key, up to the first that does not qualify.
+    pub(super) fn plan_compaction(&self, through: Seq, active: u64) -> Plan {
+        let live: HashSet<Seq> = self.keys.values().copied().collect();
+        // Per segment: the highest seq appended in it, and whether it must stay.
+        let mut segments: BTreeMap<u64, (Seq, bool)> = BTreeMap::new();
+        for (&seq, meta) in &self.entries {
+            let s = segments.entry(meta.append.segment).or_insert((0, false));
+            s.0 = s.0.max(seq);
+            s.1 |= seq > through || !meta.durable || live.contains(&seq);
+        }
+        let mut drop = Vec::new();
+        let mut highest = None;
+        for number in self.first_segment..active {
+            match segments.get(&number) {
+                Some(&(_, true)) => break,
+                Some(&(max, false)) => highest = highest.max(Some(max)),
+                None => {}
+            }
+            drop.push(number);
+        }
+        let first_segment = drop.last().map_or(self.first_segment, |n| n + 1);
+        let topology = self
+            .topology
+            .clone()
+            .filter(|_| self.topology_segment.is_some_and(|s| s < first_segment));
+        Plan {
+            segments: drop,
+            first_seq: highest.map_or(self.first_seq(), |h| self.first_seq().max(h + 1)),
+            first_segment,
+            topology,
+        }
     }
 
     pub(super) fn mark_durable(&mut self, seq: Seq) {

@@ -7,8 +7,14 @@ use super::codec::{self, FRAME_HEADER, FrameError, Record};
 
 /// The first bytes of every segment file.
 pub(super) const MAGIC: &[u8; 8] = b"LSJOURNL";
-/// The record format this build writes and reads. Bump it on any incompatible change.
-pub(super) const FORMAT_VERSION: u32 = 1;
+/// The record format this build writes. Bump it on any incompatible change.
+///
+/// Version 2 added the `Compacted` record; otherwise it is version 1.
+pub(super) const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build still reads.
+pub(super) const OLDEST_FORMAT_VERSION: u32 = 1;
+/// The first format with the `Compacted` record.
+pub(super) const COMPACTED_SINCE: u32 = 2;
 /// magic:8  format_version:u32  flags:u32 (none defined: zero)
 pub(super) const HEADER_LEN: u64 = 16;
 
@@ -34,6 +40,11 @@ pub(super) fn parse_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// The format version in a segment's header, if the header is there.
+pub(super) fn version(buf: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(buf.get(8..12)?.try_into().ok()?))
 }
 
 /// How a segment's bytes ended.
@@ -77,12 +88,13 @@ pub(super) fn scan(
             detail: "not a lockstep journal segment (bad magic)".to_owned(),
         });
     }
-    let version = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    let version = version(buf).expect("the header is complete");
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(Damage {
             offset: 8,
             detail: format!(
-                "segment format version {version} is not supported (this build reads {FORMAT_VERSION})"
+                "segment format version {version} is not supported (this build reads \
+                 {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
             ),
         });
     }
@@ -97,6 +109,12 @@ pub(super) fn scan(
     while offset < buf.len() {
         match codec::read_frame(&buf[offset..]) {
             Ok((record, len)) => {
+                if version < COMPACTED_SINCE && matches!(record, Record::Compacted { .. }) {
+                    return Err(Damage {
+                        offset: offset as u64,
+                        detail: format!("compaction record in a version {version} segment"),
+                    });
+                }
                 apply(offset as u64, len as u32, record).map_err(|detail| Damage {
                     offset: offset as u64,
                     detail,

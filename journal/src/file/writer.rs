@@ -6,6 +6,8 @@
 //! replies once the batch is written and fsyncs in the background, at the latest one interval
 //! after the first unsynced write: a power loss can take back at most that interval, a killed
 //! process nothing. Topology records are always fsynced before their reply.
+//!
+//! Compaction runs on this thread too, between batches: see [`Writer::compact`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -21,8 +23,8 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use super::index::{Change, Index, Loc};
-use super::{Durability, segment};
-use crate::JournalError;
+use super::{Durability, codec, segment};
+use crate::{Compaction, JournalError, Seq};
 
 /// State shared by the journal handle (readers) and the writer thread.
 #[derive(Debug)]
@@ -40,7 +42,17 @@ pub(super) struct Shared {
 /// The result a caller receives: for [`Change::ExpireKeys`], how many keys were forgotten.
 pub(super) type Reply = oneshot::Sender<Result<usize, JournalError>>;
 
-pub(super) struct Request {
+pub(super) enum Request {
+    /// A record to write.
+    Write(Write),
+    /// Drop the history through `through` (see `Journal::compact`).
+    Compact {
+        through: Seq,
+        reply: oneshot::Sender<Result<Compaction, JournalError>>,
+    },
+}
+
+pub(super) struct Write {
     pub(super) frame: Vec<u8>,
     pub(super) change: Change,
     pub(super) reply: Reply,
@@ -59,10 +71,14 @@ pub(super) struct Writer {
     pub(super) durability: Durability,
     pub(super) batch_interval: Duration,
     pub(super) segment_bytes: u64,
-    /// The segment being appended to, its number and its length.
+    /// The segment being appended to, its number, its length and its format version.
     pub(super) file: Arc<File>,
     pub(super) segment: u64,
     pub(super) len: u64,
+    pub(super) version: u32,
+    /// A request taken off the queue while gathering a batch of writes, that must wait until
+    /// that batch is done.
+    pub(super) held: Option<Request>,
 }
 
 impl Writer {
@@ -74,30 +90,40 @@ impl Writer {
         let syncer =
             (self.durability == Durability::Batch).then(|| spawn_syncer(self.shared.clone()));
         loop {
-            let first = match unsynced_since {
-                Some(since) => {
-                    let deadline = since + self.batch_interval;
-                    match self
-                        .rx
-                        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    {
-                        Ok(r) => r,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.background_sync(syncer.as_ref());
-                            unsynced_since = None;
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => {
-                            // Closing: a last fsync, here, before the thread ends.
-                            self.background_sync(None);
-                            return;
+            let first = match self.held.take() {
+                Some(r) => r,
+                None => match unsynced_since {
+                    Some(since) => {
+                        let deadline = since + self.batch_interval;
+                        match self
+                            .rx
+                            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                        {
+                            Ok(r) => r,
+                            Err(RecvTimeoutError::Timeout) => {
+                                self.background_sync(syncer.as_ref());
+                                unsynced_since = None;
+                                continue;
+                            }
+                            Err(RecvTimeoutError::Disconnected) => {
+                                // Closing: a last fsync, here, before the thread ends.
+                                self.background_sync(None);
+                                return;
+                            }
                         }
                     }
-                }
-                None => match self.rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => return,
+                    None => match self.rx.recv() {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    },
                 },
+            };
+            let first = match first {
+                Request::Write(w) => w,
+                Request::Compact { through, reply } => {
+                    let _ = reply.send(self.compact(through));
+                    continue;
+                }
             };
             let before = (self.segment, self.len);
             let mut waiting = Vec::new();
@@ -130,10 +156,16 @@ impl Writer {
 
     /// Writes `first` and everything queued behind it. Hints (and, under `Never`, everything)
     /// are applied and answered at once; the rest is added to `waiting`.
-    fn write_queued(&mut self, first: Request, waiting: &mut Vec<Waiting>) {
+    fn write_queued(&mut self, first: Write, waiting: &mut Vec<Waiting>) {
         let mut batch = vec![first];
         while let Ok(next) = self.rx.try_recv() {
-            batch.push(next);
+            match next {
+                Request::Write(w) => batch.push(w),
+                other => {
+                    self.held = Some(other);
+                    break;
+                }
+            }
         }
         let failure = self.shared.failure.lock().clone();
         if let Some(detail) = failure {
@@ -153,7 +185,7 @@ impl Writer {
             for r in batch {
                 let verdict = match (&r.change, r.change.seq()) {
                     (Change::Append { .. }, Some(seq)) => {
-                        if index.entries.contains_key(&seq) || !appended.insert(seq) {
+                        if index.is_taken(seq) || !appended.insert(seq) {
                             Err(JournalError::DuplicateSeq { seq })
                         } else {
                             Ok(())
@@ -285,10 +317,125 @@ impl Writer {
         self.file = file;
         self.segment = number;
         self.len = segment::HEADER_LEN;
+        self.version = segment::FORMAT_VERSION;
         Ok(())
     }
 
-    fn fail(&self, detail: String, batch: Vec<Request>, waiting: &mut Vec<Waiting>) {
+    /// Drops the history through `through`: the sealed segments from the oldest on that hold
+    /// only entries with `seq <= through` and no live idempotency key (see
+    /// [`Index::plan_compaction`]).
+    ///
+    /// The order makes a crash at any point harmless. First the current topology (when its
+    /// record lies in a segment about to go) and a `Compacted` record are written to the active
+    /// segment and fsynced: until then nothing changed, and a torn write is cut away on open.
+    /// Then the index forgets the dropped entries, and the files are deleted oldest first, the
+    /// directory fsynced after each. Files a crash left behind are replayed on open, dropped
+    /// again by the `Compacted` record, and deleted.
+    fn compact(&mut self, through: Seq) -> Result<Compaction, JournalError> {
+        if let Some(detail) = self.shared.failure.lock().clone() {
+            return Err(JournalError::WriterStopped { detail });
+        }
+        // A `Compacted` record only ever goes to a segment whose header announces a format that
+        // has it: a build that does not know the record refuses the segment by its version.
+        if self.version < segment::COMPACTED_SINCE {
+            if let Err(e) = self.rotate() {
+                return Err(self.stop(format!("starting a new segment failed: {e}")));
+            }
+        }
+        let plan = self
+            .shared
+            .index
+            .lock()
+            .plan_compaction(through, self.segment);
+        if plan.segments.is_empty() {
+            return Ok(Compaction {
+                first_seq: plan.first_seq,
+                ..Compaction::default()
+            });
+        }
+        let mut dropped_bytes = 0;
+        {
+            let segments = self.shared.segments.read();
+            for number in &plan.segments {
+                if let Some(file) = segments.get(number) {
+                    dropped_bytes += file.metadata()?.len();
+                }
+            }
+        }
+
+        let mut records = Vec::new();
+        if let Some(topology) = plan.topology {
+            records.push((
+                codec::encode_topology(&topology),
+                Change::Topology(topology),
+            ));
+        }
+        records.push((
+            codec::encode_compacted(plan.first_seq, plan.first_segment),
+            Change::Compacted {
+                first_seq: plan.first_seq,
+                first_segment: plan.first_segment,
+            },
+        ));
+        let size: u64 = records.iter().map(|(f, _)| f.len() as u64).sum();
+        if self.len > segment::HEADER_LEN && self.len + size > self.segment_bytes {
+            if let Err(e) = self.rotate() {
+                return Err(self.stop(format!("starting a new segment failed: {e}")));
+            }
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        let mut locs = Vec::with_capacity(records.len());
+        for (frame, _) in &records {
+            locs.push(Loc {
+                segment: self.segment,
+                offset: self.len + buf.len() as u64,
+                len: frame.len() as u32,
+            });
+            buf.extend_from_slice(frame);
+        }
+        if let Err(e) = self.file.write_all_at(&buf, self.len) {
+            return Err(self.stop(format!("writing to the journal failed: {e}")));
+        }
+        self.len += size;
+        if let Err(e) = self.sync() {
+            return Err(self.stop(format!("fsync failed: {e}")));
+        }
+
+        let mut dropped_entries = 0;
+        {
+            let mut index = self.shared.index.lock();
+            for ((_, change), loc) in records.into_iter().zip(locs) {
+                dropped_entries += index
+                    .apply(change, loc, true)
+                    .map_err(|detail| self.corrupt(detail))?;
+            }
+        }
+        // Readers still holding one of these files finish their read; new readers no longer
+        // find the entries.
+        {
+            let mut segments = self.shared.segments.write();
+            for number in &plan.segments {
+                segments.remove(number);
+            }
+        }
+        for number in &plan.segments {
+            std::fs::remove_file(segment::path(&self.shared.dir, *number))?;
+            sync_dir(&self.shared.dir)?;
+        }
+        Ok(Compaction {
+            first_seq: plan.first_seq,
+            dropped_entries: dropped_entries as u64,
+            dropped_bytes,
+        })
+    }
+
+    /// Stops the journal after a failed write or fsync; the error for the caller.
+    fn stop(&self, detail: String) -> JournalError {
+        *self.shared.failure.lock() = Some(detail.clone());
+        JournalError::WriterStopped { detail }
+    }
+
+    fn fail(&self, detail: String, batch: Vec<Write>, waiting: &mut Vec<Waiting>) {
         *self.shared.failure.lock() = Some(detail.clone());
         let error = || JournalError::WriterStopped {
             detail: detail.clone(),

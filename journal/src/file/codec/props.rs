@@ -105,6 +105,7 @@ fn entry() -> impl Strategy<Value = Entry> {
             |(seq, lane, time, request, state, acks, idempotency)| Entry {
                 seq,
                 lane,
+                after: seq / 2,
                 time,
                 request,
                 state,
@@ -146,6 +147,10 @@ fn record() -> impl Strategy<Value = Record> {
         1 => (any::<u64>(), text()).prop_map(|(seq, reason)| Record::Abort { seq, reason }),
         1 => time().prop_map(|before| Record::ExpireKeys { before }),
         2 => topology().prop_map(Record::Topology),
+        1 => (1..=u64::MAX, any::<u64>()).prop_map(|(first_seq, first_segment)| Record::Compacted {
+            first_seq,
+            first_segment,
+        }),
     ]
 }
 
@@ -282,7 +287,7 @@ proptest! {
     /// An arbitrary body under a valid checksum, starting with any kind byte (known or not),
     /// never panics the decoder; whatever it accepts is a canonical frame.
     #[test]
-    fn arbitrary_bodies_never_panic(kind in 0u8..=9, rest in vec(any::<u8>(), 0..128)) {
+    fn arbitrary_bodies_never_panic(kind in 0u8..=11, rest in vec(any::<u8>(), 0..128)) {
         let mut body = vec![kind];
         body.extend_from_slice(&rest);
         let frame = frame_of(&body);

@@ -14,6 +14,7 @@ fn entry(state: EntryState) -> Entry {
     Entry {
         seq: 42,
         lane: "acct-7".into(),
+        after: 40,
         time: UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
         request: RequestRecord {
             method: "POST".into(),
@@ -95,6 +96,24 @@ fn every_record_kind_round_trips() {
         round_trip(encode_topology(&topology)),
         Record::Topology(topology)
     );
+    assert_eq!(
+        round_trip(encode_compacted(41, 7)),
+        Record::Compacted {
+            first_seq: 41,
+            first_segment: 7
+        }
+    );
+}
+
+#[test]
+fn a_compaction_record_never_starts_the_history_at_zero() {
+    let mut body = vec![KIND_COMPACTED];
+    body.extend_from_slice(&0u64.to_le_bytes());
+    body.extend_from_slice(&3u64.to_le_bytes());
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    frame.extend_from_slice(&body);
+    assert!(matches!(read_frame(&frame), Err(FrameError::BadBody(d)) if d.contains("seq 0")));
 }
 
 #[test]
@@ -146,4 +165,25 @@ fn damaged_frames_are_told_apart() {
     unknown.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     unknown.extend_from_slice(&body);
     assert!(matches!(read_frame(&unknown), Err(FrameError::BadBody(_))));
+}
+
+#[test]
+fn appends_written_before_the_after_field_decode_with_the_most_careful_value() {
+    let e = entry(EntryState::Pending);
+    let frame = encode_append(&e);
+    // The body without its last field, as an older build wrote it.
+    let body = frame_body(&frame).unwrap();
+    let old = decode(&body[..body.len() - 8]).unwrap();
+    assert_eq!(
+        old,
+        Record::Append(Box::new(Entry {
+            after: e.seq - 1,
+            ..e.clone()
+        }))
+    );
+    // An entry ordered after itself is damage, not an order.
+    let mut bad = body.to_vec();
+    let n = bad.len();
+    bad[n - 8..].copy_from_slice(&e.seq.to_le_bytes());
+    assert!(decode(&bad).is_err());
 }
