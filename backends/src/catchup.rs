@@ -410,7 +410,10 @@ impl Run<'_> {
             applied.mark(e.seq);
             busy.remove(e.lane.as_str());
         }
-        debug_assert!(waiting.is_empty(), "the lowest waiting entry is always ready");
+        debug_assert!(
+            waiting.is_empty(),
+            "the lowest waiting entry is always ready"
+        );
         drop(running);
         assumed.sort_unstable();
         self.assumed.extend(assumed);

@@ -122,12 +122,17 @@ impl Replicator {
         let backends = self.pool().all();
         // After a compaction the history starts at `first`: a backend that had everything
         // before it (per the persisted topology) starts its watermark there; one that did not can
-        // only come back from a checkpoint.
+        // only come back from a checkpoint. Without a persisted topology every watermark is 0.
         let first = self.journal().first_seq();
         let mut marks: HashMap<String, Watermark> = backends
             .iter()
             .map(|b| {
-                let start = if first > 1 && b.acked_seq() >= first - 1 {
+                // An in-sync backend had processed everything up to the seq the topology
+                // recorded (a backend seeded from a checkpoint has no acks for the entries the
+                // checkpoint covered).
+                let start = if b.state() == BackendState::InSync {
+                    Watermark::starting_at(b.acked_seq().min(self.last_seq()))
+                } else if first > 1 && b.acked_seq() >= first - 1 {
                     Watermark::starting_at(first - 1)
                 } else {
                     Watermark::default()

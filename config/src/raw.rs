@@ -90,6 +90,10 @@ pub(crate) fn default_threads() -> u64 {
     2
 }
 
+pub(crate) fn default_segment_size() -> RawSize {
+    RawSize::Text("64MiB".to_owned())
+}
+
 pub(crate) fn default_max_body() -> RawSize {
     RawSize::Text("16MiB".to_owned())
 }
@@ -148,6 +152,8 @@ pub(crate) struct RawJournal {
     pub(crate) dir: String,
     #[serde(default = "default_fsync")]
     pub(crate) fsync: RawFsync,
+    #[serde(default = "default_segment_size")]
+    pub(crate) segment_size: RawSize,
 }
 
 impl Default for RawJournal {
@@ -155,6 +161,7 @@ impl Default for RawJournal {
         RawJournal {
             dir: default_journal_dir(),
             fsync: default_fsync(),
+            segment_size: default_segment_size(),
         }
     }
 }

@@ -95,6 +95,9 @@ pub struct JournalConfig {
     pub dir: PathBuf,
     /// `[journal] fsync`, default `batch`.
     pub fsync: FsyncMode,
+    /// `[journal] segment_size` in bytes, default 64 MiB, at least 4 KiB: a segment file is
+    /// closed and a new one started past this size; compaction deletes whole segments.
+    pub segment_size: u64,
 }
 
 /// `[replication] ack`: who must have processed a logical request before the client gets the

@@ -117,7 +117,16 @@ pub(crate) fn admin(raw: &RawAdmin) -> Result<AdminConfig, ConfigError> {
 }
 
 pub(crate) fn journal(raw: &RawJournal) -> Result<JournalConfig, ConfigError> {
+    let segment_size = parse_size("journal.segment_size", &raw.segment_size)?;
+    if segment_size < 4096 {
+        return Err(ConfigError::InvalidNumber {
+            key: "journal.segment_size".to_owned(),
+            value: segment_size.to_string(),
+            reason: "a segment must hold at least 4KiB; write something like \"64MiB\"".to_owned(),
+        });
+    }
     Ok(JournalConfig {
+        segment_size,
         dir: file_path("journal.dir", &raw.dir)?,
         fsync: match raw.fsync {
             RawFsync::Always => FsyncMode::Always,

@@ -34,6 +34,7 @@ fn example_loads_with_expected_sections() {
     // token_env excludes token_file, so the sample shows it commented out.
     assert_eq!(config.admin.token_env, None);
     assert_eq!(config.journal.fsync, FsyncMode::Batch);
+    assert_eq!(config.journal.segment_size, 64 << 20);
     assert_eq!(config.replication.ack, AckPolicy::All);
     assert_eq!(config.replication.dispatch, DispatchMode::Sequential);
     assert_eq!(config.replication.backup_timeout, Duration::from_secs(5));

@@ -9,7 +9,7 @@ use lockstep_backends::{Clock, HealthChecker, Pool, Replicator, SystemClock};
 use lockstep_classifiers::Classifier;
 use lockstep_config::Config;
 use lockstep_config::FsyncMode;
-use lockstep_journal::{Durability, FileJournal, Journal, JournalError};
+use lockstep_journal::{Durability, FileJournal, FileJournalOptions, Journal, JournalError};
 use pingora::prelude::background_service;
 use pingora::proxy::{HttpProxy, http_proxy_service_with_name};
 use pingora::server::configuration::ServerConf;
@@ -51,7 +51,11 @@ impl Gateway {
             FsyncMode::Batch => Durability::Batch,
             FsyncMode::Never => Durability::Never,
         };
-        let journal = FileJournal::open(&config.journal.dir, durability).map_err(|source| {
+        let options = FileJournalOptions {
+            segment_bytes: config.journal.segment_size,
+            ..FileJournalOptions::new(durability)
+        };
+        let journal = FileJournal::open_with(&config.journal.dir, options).map_err(|source| {
             StartError::Journal {
                 dir: config.journal.dir.display().to_string(),
                 source,

@@ -254,3 +254,279 @@ async fn bad_additions_are_refused_with_a_reason() {
         (404, Some("unknown_backend"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoints_seed_new_backends_and_bound_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = DemoProc::start("a", "memory", dir.path());
+    let b = DemoProc::start("b", "sqlite", dir.path());
+    let checkpoint = "[checkpoint]\nexport = { request = \"GET /admin/export\" }\nimport = { request = \"POST /admin/import\" }\nkeep = 2\n";
+    let mut gw = GatewayProc::start_with(
+        dir.path(),
+        "fsync = \"batch\"\nsegment_size = \"4KiB\"",
+        &config(&[&a, &b], checkpoint),
+    );
+    let c = client();
+    let base = gw.url();
+    // Unkeyed requests: no idempotency key keeps their segments alive.
+    for owner in ["w0", "w1"] {
+        let r = c
+            .post(format!("{base}/accounts"))
+            .header("content-type", "application/json")
+            .body(format!("{{\"owner\":\"{owner}\"}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let deposit = |account: u32| {
+        let (c, base) = (c.clone(), base.clone());
+        async move {
+            let r = c
+                .post(format!("{base}/accounts/{account}/deposit"))
+                .header("content-type", "application/json")
+                .body("{\"amount\":3}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    for i in 0..150 {
+        deposit(1 + i % 2).await;
+    }
+    let (code, taken) = admin_call(gw.admin, Method::POST, "/checkpoints", None).await;
+    assert_eq!(code, 200, "{taken}");
+    let at = taken["seq"].as_u64().unwrap();
+    assert!(at >= 152, "{taken}");
+    assert_eq!(taken["source"], "b", "exported from the backup: {taken}");
+    let first = taken["first_seq"].as_u64().unwrap();
+    assert!(
+        first > 1 && first <= at + 1,
+        "the journal was compacted: {taken}"
+    );
+    for i in 0..30 {
+        deposit(1 + i % 2).await;
+    }
+
+    // Without the checkpoint a new backend cannot be filled any more: the history is gone.
+    let cc = DemoProc::start("c", "sqlite", dir.path());
+    let (code, refused) = add(&gw, &cc, Some(false)).await;
+    assert_eq!(
+        (code, refused["error"].as_str()),
+        (409, Some("cannot_join")),
+        "{refused}"
+    );
+    assert!(
+        refused["detail"].as_str().unwrap().contains("checkpoint"),
+        "{refused}"
+    );
+    assert_eq!(names(&status(&gw).await), ["a", "b"]);
+
+    // With it, c starts at the checkpoint and replays only what followed.
+    let (code, report) = add(&gw, &cc, None).await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["from"].as_u64(), Some(at + 1), "{report}");
+    assert_eq!(report["replayed"].as_u64(), Some(30), "{report}");
+    let view = accounts_at(&c, &a.url()).await;
+    assert_eq!(accounts_at(&c, &b.url()).await, view);
+    assert_eq!(accounts_at(&c, &cc.url()).await, view);
+    let (_, listed) = admin_call(gw.admin, Method::GET, "/checkpoints", None).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    // The compacted journal reopens: the same history start, every backend in-sync.
+    gw.kill();
+    gw.restart();
+    let s = status(&gw).await;
+    for name in ["a", "b", "c"] {
+        assert_eq!(backend(&s, name).unwrap()["state"], "in-sync", "{s}");
+    }
+    deposit(1).await;
+    let view = accounts_at(&c, &a.url()).await;
+    assert_eq!(accounts_at(&c, &cc.url()).await, view);
+    let balances: Vec<Value> = serde_json::from_str(&view).unwrap();
+    assert_eq!(balances[0]["balance"], 3 * (75 + 15 + 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_from_memory_to_sqlite_under_traffic_fails_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let old: Vec<DemoProc> = ["a", "b", "c"]
+        .iter()
+        .map(|n| DemoProc::start(n, "memory", dir.path()))
+        .collect();
+    let new: Vec<DemoProc> = ["n1", "n2", "n3", "n4"]
+        .iter()
+        .map(|n| DemoProc::start(n, "sqlite", dir.path()))
+        .collect();
+    let gw = GatewayProc::start(
+        dir.path(),
+        "batch",
+        &config(&old.iter().collect::<Vec<_>>(), ""),
+    );
+    let writers = Writers::start(&gw.url(), WRITERS, "roll").await;
+    // Readers through the gateway all along: a read has no key to retry with, so none may fail.
+    let stop_reads = Arc::new(AtomicBool::new(false));
+    let (reads, failed_reads) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let reader = {
+        let (stop, reads, failed) = (stop_reads.clone(), reads.clone(), failed_reads.clone());
+        let (c, url) = (client(), gw.url());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match c.get(format!("{url}/accounts")).send().await {
+                    Ok(r) if r.status() == 200 => reads.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    writers.wait_for(50).await;
+
+    let plan = lockstep::rollout::Plan {
+        implementation: "sqlite".into(),
+        checkpoint: None,
+        backends: new
+            .iter()
+            .map(|d| lockstep::rollout::NewBackend {
+                name: d.name.clone(),
+                url: d.url(),
+            })
+            .collect(),
+    };
+    let admin = lockstep::client::AdminClient::new(&format!("http://{}", gw.admin), None).unwrap();
+    let before = writers.progress.load(Ordering::Relaxed);
+    lockstep::rollout::run(&admin, &plan, false).await.unwrap();
+    writers.wait_for(before + 40).await;
+    let deposits = writers.stop().await;
+    stop_reads.store(true, Ordering::Relaxed);
+    reader.await.unwrap();
+
+    let s = status(&gw).await;
+    assert_eq!(s["primary"], "n1", "{s}");
+    assert_eq!(names(&s), ["n1", "n2", "n3", "n4"], "{s}");
+    for b in s["backends"].as_array().unwrap() {
+        assert_eq!(
+            (&b["state"], &b["implementation"]),
+            (&json!("in-sync"), &json!("sqlite"))
+        );
+    }
+    let (_, verify) = admin_call(gw.admin, Method::GET, "/verify", None).await;
+    assert_eq!(verify["equal"], true, "{verify}");
+    let c = client();
+    for d in &new {
+        assert_balances(&accounts_at(&c, &d.url()).await, &deposits, &d.name);
+    }
+    let writes: usize = deposits.iter().map(Vec::len).sum();
+    let retries: usize = deposits.iter().flatten().map(|d| d.retries).sum();
+    assert_eq!(failed_reads.load(Ordering::Relaxed), 0);
+    println!(
+        "{{\"rollout_writes\": {writes}, \"write_retries\": {retries}, \"reads\": {}, \"failed_reads\": 0}}",
+        reads.load(Ordering::Relaxed)
+    );
+}
+
+/// Runs the `lockstep` binary; its exit code, stdout and stderr.
+fn lockstep_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_adds_lists_verifies_plans_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = DemoProc::start("a", "memory", dir.path());
+    let b = DemoProc::start("b", "memory", dir.path());
+    let gw = GatewayProc::start(dir.path(), "batch", &config(&[&a, &b], ""));
+    let c = client();
+    workload::open_accounts(&c, &gw.url(), 3).await;
+    let admin = format!("http://{}", gw.admin);
+    let d = DemoProc::start("d", "sqlite", dir.path());
+    let cli = move |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            lockstep_cli(&args)
+        })
+    };
+    let args = |list: &[&str]| -> Vec<String> {
+        list.iter()
+            .map(|s| (*s).to_owned())
+            .chain(["--admin".to_owned(), admin.clone()])
+            .collect()
+    };
+
+    let (code, out, err) = cli(args(&[
+        "backend",
+        "add",
+        "d",
+        &d.url(),
+        "--implementation",
+        "sqlite",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("d is in-sync: replayed 3 requests (seq 1 to 3)"),
+        "{out}"
+    );
+    assert!(out.contains("admission paused"), "{out}");
+
+    let (code, out, _) = cli(args(&["backend", "list"])).await.unwrap();
+    assert_eq!(code, 0);
+    let line = out.lines().find(|l| l.starts_with("d ")).expect("d listed");
+    assert!(
+        line.contains("backup") && line.contains("in-sync") && line.contains("sqlite"),
+        "{out}"
+    );
+
+    let (code, out, _) = cli(args(&["verify"])).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("b (memory, in-sync) equals a (memory)"),
+        "{out}"
+    );
+    assert!(out.contains("d (sqlite, in-sync) equals a"), "{out}");
+    assert!(out.contains("views are equal"), "{out}");
+
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "implementation = \"sqlite\"\n[[backends]]\nname = \"n1\"\nurl = \"http://127.0.0.1:9101\"\n[[backends]]\nname = \"n2\"\nurl = \"http://127.0.0.1:9102\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(args(&["rollout", plan.to_str().unwrap(), "--dry-run"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rollout to sqlite in 5 steps:"), "{out}");
+    assert!(out.contains("4. switch the primary over to n1"), "{out}");
+    assert_eq!(
+        names(&status(&gw).await),
+        ["a", "b", "d"],
+        "a dry run changes nothing"
+    );
+
+    let (code, _, err) = cli(args(&["checkpoint"])).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("not_configured") && err.contains("[checkpoint]"),
+        "{err}"
+    );
+
+    let (code, out, err) = cli(args(&["backend", "remove", "d"])).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("d removed"), "{out}");
+    let (code, _, err) = cli(args(&["backend", "remove", "a"])).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("is the primary"), "{err}");
+}

@@ -725,7 +725,9 @@ async fn a_replay_keeps_the_order_clients_saw_across_lanes() {
     }
     let entries = journal.read_from(1, 100).await.unwrap();
     assert!(entries.iter().all(|e| e.after == e.seq - 1), "{entries:?}");
-    r.add_backend("d", "http://127.0.0.1:1/d", "v1").await.unwrap();
+    r.add_backend("d", "http://127.0.0.1:1/d", "v1")
+        .await
+        .unwrap();
     fakes.set(
         "d",
         Behaviour {
@@ -740,9 +742,16 @@ async fn a_replay_keeps_the_order_clients_saw_across_lanes() {
         concurrency: 8,
         fresh: true,
     };
-    r.catch_up("d", 1, &probes(), &|_| CompareRule::default(), &options, &progress)
-        .await
-        .unwrap();
+    r.catch_up(
+        "d",
+        1,
+        &probes(),
+        &|_| CompareRule::default(),
+        &options,
+        &progress,
+    )
+    .await
+    .unwrap();
     assert_eq!(fakes.max_concurrent("d"), 1);
     let seqs: Vec<u64> = fakes.processed("d").iter().map(|(_, s)| *s).collect();
     assert_eq!(seqs, (1..=12).collect::<Vec<_>>());

@@ -144,11 +144,16 @@ impl GatewayProc {
     /// Writes a config (listeners, a journal in `dir` with `fsync`, then `body`) and starts the
     /// gateway.
     pub fn start(dir: &Path, fsync: &str, body: &str) -> GatewayProc {
+        Self::start_with(dir, &format!("fsync = \"{fsync}\""), body)
+    }
+
+    /// [`GatewayProc::start`] with `journal` as the `[journal]` keys besides `dir`.
+    pub fn start_with(dir: &Path, journal: &str, body: &str) -> GatewayProc {
         let gateway = free_addr();
         let admin = free_addr();
         let config = dir.join("lockstep.toml");
         let text = format!(
-            "[gateway]\nlisten = \"{gateway}\"\ngrace_period = \"0s\"\n\n[admin]\nlisten = \"{admin}\"\n\n[journal]\ndir = \"{}\"\nfsync = \"{fsync}\"\n\n{body}",
+            "[gateway]\nlisten = \"{gateway}\"\ngrace_period = \"0s\"\n\n[admin]\nlisten = \"{admin}\"\n\n[journal]\ndir = \"{}\"\n{journal}\n\n{body}",
             dir.join("journal").display()
         );
         std::fs::write(&config, text).unwrap();
