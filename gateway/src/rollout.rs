@@ -91,48 +91,60 @@ impl std::fmt::Display for Step {
     }
 }
 
-/// The steps that move the deployment described by `status` (`GET /status`) to `plan`.
+/// The steps that move the deployment described by `status` (`GET /status`) to `plan`. Works
+/// from wherever the deployment stands, so a rollout that stopped can be run again: plan
+/// instances already present (with the new implementation) count as added.
 pub fn steps(plan: &Plan, status: &Value) -> anyhow::Result<Vec<Step>> {
     let backends = status["backends"].as_array().cloned().unwrap_or_default();
+    let new_impl = plan.implementation.as_str();
     let primary = status["primary"].as_str().unwrap_or_default().to_owned();
     let primary_entry = backends
         .iter()
         .find(|b| b["name"] == primary.as_str())
         .context("the status names no primary")?;
-    if primary_entry["implementation"] == plan.implementation.as_str() {
-        bail!(
-            "the primary {primary} already runs {}: nothing to roll out",
-            plan.implementation
-        );
-    }
+    let primary_old = primary_entry["implementation"] != new_impl;
     let old_backups: Vec<String> = backends
         .iter()
-        .filter(|b| b["role"] == "backup" && b["implementation"] != plan.implementation.as_str())
+        .filter(|b| b["role"] == "backup" && b["implementation"] != new_impl)
         .filter_map(|b| b["name"].as_str().map(str::to_owned))
         .collect();
+    let mut absent = Vec::new();
     for n in &plan.backends {
-        if backends.iter().any(|b| b["name"] == n.name.as_str()) {
-            bail!("a backend named {} already exists", n.name);
+        match backends.iter().find(|b| b["name"] == n.name.as_str()) {
+            Some(b) if b["implementation"] != new_impl => bail!(
+                "a backend named {} already exists with implementation {}",
+                n.name,
+                b["implementation"]
+            ),
+            Some(_) => {}
+            None => absent.push(n),
         }
     }
-    let needed = old_backups.len() + 1;
-    if plan.backends.len() < needed {
+    let mut successor = backends
+        .iter()
+        .find(|b| b["role"] == "backup" && b["implementation"] == new_impl)
+        .and_then(|b| b["name"].as_str().map(str::to_owned));
+    let needed = usize::from(primary_old && successor.is_none()) + old_backups.len();
+    if absent.len() < needed {
         bail!(
-            "the plan lists {} new instance(s); {needed} are needed (one additional backup, and one for each of the {} old backup(s))",
-            plan.backends.len(),
+            "the plan lists {} new instance(s) not added yet; {needed} are needed (one additional backup of the new implementation, and one for each of the {} old backup(s))",
+            absent.len(),
             old_backups.len()
         );
     }
-    let mut new = plan.backends.iter();
+    let mut absent = absent.into_iter();
     let mut steps = Vec::new();
-    let first = new.next().expect("checked above");
-    steps.push(Step::Add {
-        name: first.name.clone(),
-        url: first.url.clone(),
-        why: "additional backup of the new implementation",
-    });
+    if primary_old && successor.is_none() {
+        let n = absent.next().expect("counted above");
+        steps.push(Step::Add {
+            name: n.name.clone(),
+            url: n.url.clone(),
+            why: "additional backup of the new implementation",
+        });
+        successor = Some(n.name.clone());
+    }
     for old in old_backups {
-        let n = new.next().expect("checked above");
+        let n = absent.next().expect("counted above");
         steps.push(Step::Add {
             name: n.name.clone(),
             url: n.url.clone(),
@@ -140,16 +152,21 @@ pub fn steps(plan: &Plan, status: &Value) -> anyhow::Result<Vec<Step>> {
         });
         steps.push(Step::Remove { name: old });
     }
-    steps.push(Step::Promote {
-        name: first.name.clone(),
-    });
-    steps.push(Step::Remove { name: primary });
-    for n in new {
+    if primary_old {
+        steps.push(Step::Promote {
+            name: successor.expect("added above when missing"),
+        });
+        steps.push(Step::Remove { name: primary });
+    }
+    for n in absent {
         steps.push(Step::Add {
             name: n.name.clone(),
             url: n.url.clone(),
             why: "additional backup",
         });
+    }
+    if steps.is_empty() {
+        bail!("every backend already runs {new_impl}: nothing to roll out");
     }
     Ok(steps)
 }
@@ -300,13 +317,44 @@ mod tests {
         let e = steps(&plan(2), &status()).unwrap_err().to_string();
         assert!(e.contains("3 are needed"), "{e}");
         let mut done = status();
-        done["backends"][0]["implementation"] = "sqlite".into();
-        let e = steps(&plan(4), &done).unwrap_err().to_string();
+        for i in 0..3 {
+            done["backends"][i]["implementation"] = "sqlite".into();
+        }
+        let e = steps(&plan(0), &done).unwrap_err().to_string();
         assert!(e.contains("nothing to roll out"), "{e}");
         let mut clash = plan(4);
         clash.backends[2].name = "b".into();
         let e = steps(&clash, &status()).unwrap_err().to_string();
-        assert!(e.contains("already exists"), "{e}");
+        assert!(e.contains("already exists with implementation"), "{e}");
+    }
+
+    #[test]
+    fn a_stopped_rollout_resumes_from_where_the_deployment_stands() {
+        // Steps 1 to 3 were done: n1 and n2 were added, b removed.
+        let status = serde_json::json!({
+            "primary": "a",
+            "backends": [
+                {"name": "a", "role": "primary", "implementation": "memory"},
+                {"name": "c", "role": "backup", "implementation": "memory"},
+                {"name": "n1", "role": "backup", "implementation": "sqlite"},
+                {"name": "n2", "role": "backup", "implementation": "sqlite"},
+            ]
+        });
+        let steps: Vec<String> = steps(&plan(4), &status)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            steps,
+            vec![
+                "add n3 at http://127.0.0.1:9103 (replaces an old backup)",
+                "remove c",
+                "switch the primary over to n1",
+                "remove a",
+                "add n4 at http://127.0.0.1:9104 (additional backup)",
+            ]
+        );
     }
 
     #[test]
