@@ -292,6 +292,7 @@ impl Run<'_> {
             );
         }
         r.unfence();
+        Replicator::record_pause("join", fenced_at.elapsed());
         result.map(|()| fenced_at.elapsed())
     }
 

@@ -78,6 +78,7 @@ impl Replicator {
         };
         self.unfence();
         let pause = fenced_at.elapsed();
+        Replicator::record_pause("checkpoint", pause);
         let (data, content_type) = result?;
         let source = source.expect("exported from a source");
         info!(seq, source = %source.name, bytes = data.len(), pause_ms = pause.as_millis() as u64, "checkpoint taken");

@@ -134,6 +134,7 @@ impl crate::Replicator {
         }
         let results = futures::future::join_all(checks).await;
         self.unfence();
+        crate::Replicator::record_pause("verify", fenced_at.elapsed());
         (results, fenced_at.elapsed())
     }
 }

@@ -397,7 +397,11 @@ impl Replicator {
         let mut entry = Entry::new(seq, sub.lane.clone(), time, sub.request.clone())
             .with_idempotency(sub.idempotency.clone());
         entry.after = after;
-        if let Err(e) = self.journal.append(entry).await {
+        let appending = std::time::Instant::now();
+        let appended = self.journal.append(entry).await;
+        metrics::histogram!("lockstep_journal_append_seconds")
+            .record(appending.elapsed().as_secs_f64());
+        if let Err(e) = appended {
             warn!(seq, error = %e, "journal append failed; request rejected");
             primary.mark_acked(seq);
             for (b, _) in &backups {
@@ -572,6 +576,13 @@ impl Replicator {
     /// Stops admitting logical requests; they wait until [`Replicator::unfence`].
     pub fn fence(&self) {
         self.admission.lock().fenced = true;
+    }
+
+    /// Records how long admission was paused, and why (`failover`, `switchover`, `join`,
+    /// `checkpoint`, `verify`, `remove`, `recovery`).
+    pub fn record_pause(reason: &'static str, pause: std::time::Duration) {
+        metrics::histogram!("lockstep_fence_pause_seconds", "reason" => reason)
+            .record(pause.as_secs_f64());
     }
 
     /// Resumes admission.

@@ -21,6 +21,9 @@ use crate::events::{EventFrames, stream_header};
 use crate::join::{AddError, AddRequest};
 use crate::shared::Shared;
 
+/// The dashboard: one self-contained page.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 /// Largest admin request body read.
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
@@ -39,6 +42,7 @@ impl Admin {
 struct Reply {
     status: u16,
     body: Vec<u8>,
+    content_type: &'static str,
     headers: Vec<(&'static str, String)>,
 }
 
@@ -49,6 +53,16 @@ impl Reply {
         Reply {
             status,
             body,
+            content_type: "application/json",
+            headers: Vec::new(),
+        }
+    }
+
+    fn text(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status,
+            body: body.into(),
+            content_type,
             headers: Vec::new(),
         }
     }
@@ -97,7 +111,14 @@ impl HttpServerApp for Admin {
         let method = header.method.as_str().to_owned();
         let path = header.uri.path().to_owned();
         let query = header.uri.query().unwrap_or("").to_owned();
-        if let Some(reply) = self.authorize(&session) {
+        if path == "/" && matches!(method.as_str(), "GET" | "HEAD") {
+            // The dashboard page itself holds no data (it asks for the token, then reads the
+            // API like any client), so it is served without one.
+            let reply = Reply::text(200, "text/html; charset=utf-8", DASHBOARD)
+                .with_header("Cache-Control", "no-store");
+            session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+            write_reply(&mut session, reply).await;
+        } else if let Some(reply) = self.authorize(&session) {
             write_reply(&mut session, reply).await;
         } else if path == "/events" && method == "GET" {
             self.stream_events(&mut session, shutdown.clone()).await;
@@ -155,8 +176,13 @@ impl Admin {
             }
             ("GET" | "HEAD", ["verify"]) => self.verify(&query_values(query, "backend")).await,
             ("GET" | "HEAD", ["checkpoints"]) => self.checkpoints(),
+            ("GET" | "HEAD", ["metrics"]) => Reply::text(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                crate::metrics::render(&self.shared),
+            ),
             ("POST", ["checkpoints"]) => self.take_checkpoint().await,
-            (_, ["status" | "events" | "verify"]) => Reply::error(
+            (_, ["status" | "events" | "verify" | "metrics"]) => Reply::error(
                 405,
                 "method_not_allowed",
                 format!("{method} {path}: use GET"),
@@ -493,7 +519,7 @@ async fn write_reply(session: &mut ServerSession, reply: Reply) {
     let Ok(mut header) = ResponseHeader::build(reply.status, Some(3 + reply.headers.len())) else {
         return;
     };
-    let _ = header.insert_header("Content-Type", "application/json");
+    let _ = header.insert_header("Content-Type", reply.content_type);
     let _ = header.insert_header("Content-Length", reply.body.len().to_string());
     for (n, v) in reply.headers {
         let _ = header.insert_header(n, v);

@@ -14,6 +14,7 @@ mod events;
 mod headers;
 mod idempotency;
 mod join;
+mod metrics;
 mod proxy;
 mod respond;
 pub mod rollout;

@@ -14,7 +14,7 @@ use pingora::http::{HeaderNameVariant, RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use tracing::debug;
+use tracing::{Instrument, debug};
 
 use crate::events::{EventFrames, stream_header};
 use crate::headers::{forwarded_request_headers, is_hop_by_hop};
@@ -24,13 +24,44 @@ use crate::shared::Shared;
 use crate::transport::{backend_peer, path_prefix};
 
 /// Per-request state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RequestCtx {
     classification: Option<Classification>,
     /// The primary a read was proxied to.
     primary: Option<String>,
     /// Body bytes of a read seen so far.
     body_bytes: u64,
+    started: std::time::Instant,
+    /// `X-Request-Id`: the client's, or one made up here; logged, forwarded and answered.
+    request_id: String,
+}
+
+/// The request header that correlates a request across the client, the gateway's logs and the
+/// backends.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The client's request id when it is usable (visible ASCII, at most 128 bytes), else a new one.
+fn request_id(header: &RequestHeader) -> (String, bool) {
+    if let Some(v) = header.headers.get(REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| (0x21..0x7f).contains(c)) {
+            return (String::from_utf8_lossy(b).into_owned(), true);
+        }
+    }
+    (new_request_id(), false)
+}
+
+/// 16 hex digits, unique within the process and unpredictable across processes.
+fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut h = SEED.get_or_init(Default::default).build_hasher();
+    h.write_u64(n);
+    format!("{:016x}", h.finish() ^ n)
 }
 
 /// One of the `max_in_flight` places for logical requests; freed on drop.
@@ -175,8 +206,14 @@ impl GatewayProxy {
     }
 
     async fn submit(&self, session: &mut Session, submission: Submission) -> Result<()> {
+        let started = std::time::Instant::now();
         match self.shared.replicator.submit(submission).await {
-            Ok(committed) => self.respond_committed(session, committed, false).await,
+            Ok(committed) => {
+                metrics::histogram!("lockstep_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                debug!(seq = committed.seq, "committed");
+                self.respond_committed(session, committed, false).await
+            }
             Err(e) => self.respond_error(session, &GatewayError::from(e)).await,
         }
     }
@@ -296,6 +333,10 @@ impl GatewayProxy {
         header.insert_header("Lockstep-Primary", committed.primary.as_str())?;
         if replayed {
             header.insert_header("Idempotent-Replayed", "true")?;
+            metrics::counter!("lockstep_idempotent_replays_total").increment(1);
+        }
+        if let Some(id) = session.req_header().headers.get(REQUEST_ID).cloned() {
+            header.insert_header(REQUEST_ID, id)?;
         }
         let empty = response.body.is_empty();
         session
@@ -363,6 +404,9 @@ async fn write_error(session: &mut Session, response: &ErrorResponse, primary: &
         header.insert_header("Retry-After", secs.to_string())?;
     }
     header.insert_header("Lockstep-Primary", primary)?;
+    if let Some(id) = session.req_header().headers.get(REQUEST_ID).cloned() {
+        header.insert_header(REQUEST_ID, id)?;
+    }
     session
         .write_response_header(Box::new(header), false)
         .await?;
@@ -384,10 +428,21 @@ impl ProxyHttp for GatewayProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            classification: None,
+            primary: None,
+            body_bytes: 0,
+            started: std::time::Instant::now(),
+            request_id: String::new(),
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let (id, from_client) = request_id(session.req_header());
+        if !from_client {
+            session.req_header_mut().insert_header(REQUEST_ID, &id)?;
+        }
+        ctx.request_id = id;
         let header = session.req_header();
         let pq = path_and_query(header);
         let prefix = &self.shared.config.gateway.lockstep_prefix;
@@ -415,7 +470,8 @@ impl ProxyHttp for GatewayProxy {
                         .await?;
                     return Ok(true);
                 };
-                self.handle_logical(session, class).await?;
+                let span = tracing::info_span!("request", id = %ctx.request_id);
+                self.handle_logical(session, class).instrument(span).await?;
                 Ok(true)
             }
         }
@@ -526,7 +582,39 @@ impl ProxyHttp for GatewayProxy {
         if let Some(primary) = &ctx.primary {
             upstream.insert_header("Lockstep-Primary", primary.as_str())?;
         }
+        upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let class = match ctx.classification.as_ref().map(|c| c.kind) {
+            Some(RequestKind::Logical) => "logical",
+            Some(RequestKind::Read) => "read",
+            None => "gateway",
+        };
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let outcome = match status {
+            0 => "dropped",
+            400..=499 => "rejected",
+            500.. => "failed",
+            _ if class == "read" => "proxied",
+            _ if class == "logical" => "committed",
+            _ => "answered",
+        };
+        metrics::counter!("lockstep_requests_total", "class" => class, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("lockstep_request_duration_seconds", "class" => class)
+            .record(ctx.started.elapsed().as_secs_f64());
+        debug!(
+            target: "lockstep::access",
+            id = %ctx.request_id,
+            class,
+            method = %session.req_header().method,
+            path = %session.req_header().uri.path(),
+            status,
+            micros = ctx.started.elapsed().as_micros() as u64,
+            "request"
+        );
     }
 
     async fn fail_to_proxy(

@@ -39,6 +39,7 @@ impl Gateway {
     /// A gateway whose sequencing time and key expiry follow `clock` (tests move it by hand).
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let admin_token = admin_token(&config)?;
+        crate::metrics::install();
         let repl = &config.replication;
         let io = repl.primary_timeout.max(repl.backup_timeout);
         let timeouts = PeerTimeouts {
@@ -478,6 +479,10 @@ impl BackgroundService for HealthTask {
         recover_logged(&self.1).await;
         tokio::spawn(expire_keys(self.1.clone(), shutdown.clone()));
         tokio::spawn(auto_checkpoints(self.1.clone(), shutdown.clone()));
+        tokio::spawn(crate::metrics::count_events(
+            self.1.shared.replicator.events().subscribe(),
+            shutdown.clone(),
+        ));
         self.0.run(shutdown).await;
     }
 }

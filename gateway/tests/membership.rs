@@ -530,3 +530,139 @@ async fn the_cli_adds_lists_verifies_plans_and_removes() {
     assert_eq!(code, 1);
     assert!(err.contains("is the primary"), "{err}");
 }
+
+/// Figures for docs/benchmarks.md: the catch-up replay rate against the backend's own direct
+/// write throughput, and the fence pause of joins while 500 writes/s flow. Run by
+/// `scripts/join-bench` (release build); ignored in the normal test run for its length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "long: run with scripts/join-bench"]
+async fn join_bench() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    let entries: usize = std::env::var("ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let joins: usize = std::env::var("JOINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    const CLIENTS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Deposits from CLIENTS clients at once, each on its own account, until `total` are done.
+    async fn write(base: &str, total: usize, prefix: &str) -> f64 {
+        let c = reqwest::Client::new();
+        for w in 0..CLIENTS {
+            let r = c
+                .post(format!("{base}/accounts"))
+                .header("content-type", "application/json")
+                .body(format!("{{\"owner\":\"{prefix}{w}\"}}"))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
+        let left = Arc::new(AtomicUsize::new(total));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..CLIENTS {
+            let (c, base, left) = (c.clone(), base.to_owned(), left.clone());
+            tasks.push(tokio::spawn(async move {
+                while left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    let r = c
+                        .post(format!("{base}/accounts/{}/deposit", w + 1))
+                        .header("content-type", "application/json")
+                        .body("{\"amount\":1}")
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        total as f64 / started.elapsed().as_secs_f64()
+    }
+
+    // 1. The backend's own write throughput, straight to an empty instance.
+    let direct = DemoProc::start("direct", "memory", dir.path());
+    let direct_rate = write(&direct.url(), entries, "d").await;
+    drop(direct);
+
+    // 2. A journal of `entries` writes through the gateway, then an empty instance joins.
+    let a = DemoProc::start("a", "memory", dir.path());
+    let gw = GatewayProc::start(
+        dir.path(),
+        "batch",
+        &config(&[&a], "\n[catchup]\nconcurrency = 16\nbatch = 1024\n")
+            .replace("[catchup]\nfence_lag = 16\nbatch = 64\n", ""),
+    );
+    write(&gw.url(), entries, "g").await;
+    let joiner = DemoProc::start("j", "memory", dir.path());
+    let (code, report) = add(&gw, &joiner, Some(false)).await;
+    assert_eq!(code, 200, "{report}");
+    let replayed = report["replayed"].as_u64().unwrap() as f64;
+    let replay_rate = replayed / (report["elapsed_ms"].as_u64().unwrap() as f64 / 1000.0);
+
+    // 3. Joins while 500 writes/s flow (open loop: one deposit every 2 ms, whatever the answers).
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (stop, failed, base) = (stop.clone(), failed.clone(), gw.url());
+        tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(2));
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let (c, base, failed) = (c.clone(), base.clone(), failed.clone());
+                n += 1;
+                tokio::spawn(async move {
+                    let sent = c
+                        .post(format!("{base}/accounts/{}/deposit", 1 + n % CLIENTS))
+                        .header("content-type", "application/json")
+                        .body("{\"amount\":1}")
+                        .send()
+                        .await;
+                    if !sent.is_ok_and(|r| r.status() == 200) {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            n
+        })
+    };
+    let mut pauses = Vec::new();
+    for i in 0..joins {
+        let d = DemoProc::start(&format!("p{i}"), "memory", dir.path());
+        // Each join starts from a checkpoint-free replay of the whole journal; keep it short by
+        // letting the newcomer replace the previous one.
+        let (code, report) = add(&gw, &d, Some(false)).await;
+        assert_eq!(code, 200, "{report}");
+        pauses.push(report["pause_ms"].as_u64().unwrap());
+        let (code, _) =
+            admin_call(gw.admin, Method::DELETE, &format!("/backends/p{i}"), None).await;
+        assert_eq!(code, 200);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = load.await.unwrap();
+    pauses.sort_unstable();
+    let pct =
+        |p: f64| pauses[((pauses.len() as f64 * p).ceil() as usize).clamp(1, pauses.len()) - 1];
+    println!(
+        "{{\"entries\": {entries}, \"direct_writes_per_s\": {direct_rate:.0}, \"replay_per_s\": {replay_rate:.0}, \"replay_vs_direct\": {:.2}, \"joins\": {joins}, \"pause_ms_p50\": {}, \"pause_ms_p99\": {}, \"pause_ms_max\": {}, \"writes_during_joins\": {sent}, \"failed_writes\": {}}}",
+        replay_rate / direct_rate,
+        pct(0.5),
+        pct(0.99),
+        pauses.last().unwrap(),
+        failed.load(Ordering::Relaxed)
+    );
+}

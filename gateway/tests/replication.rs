@@ -296,6 +296,7 @@ async fn every_backend_receives_the_same_request_with_context_headers() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["lockstep-sequence"], "1");
     assert_eq!(r.headers()["lockstep-primary"], "a");
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(r.text().await.unwrap(), r#"{"key":"doc","n":1}"#);
 
     let got: Vec<Received> = mocks
@@ -321,6 +322,12 @@ async fn every_backend_receives_the_same_request_with_context_headers() {
         assert!(
             g.header("forwarded")
                 .is_some_and(|f| f.starts_with("for=127.0.0.1"))
+        );
+        // The request id the gateway made up, the one the client got back.
+        assert_eq!(
+            g.header("x-request-id"),
+            Some(request_id.as_str()),
+            "the request id reaches every backend"
         );
     }
     assert_eq!(

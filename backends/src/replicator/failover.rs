@@ -87,6 +87,7 @@ impl Replicator {
             }
         }
         self.unfence();
+        Replicator::record_pause("failover", started.elapsed());
         info!(pause_ms = started.elapsed().as_millis() as u64, primary = %self.pool.primary().name, "failover finished");
     }
 
@@ -225,6 +226,7 @@ impl Replicator {
         );
         self.unfence();
         let pause = started.elapsed();
+        Replicator::record_pause("switchover", pause);
         info!(primary = %target.name, pause_ms = pause.as_millis() as u64, "switchover finished");
         Ok(pause)
     }

@@ -105,10 +105,12 @@ impl Replicator {
         if self.pool.primary().name == name {
             return Err(MembershipError::IsPrimary(name.to_owned()));
         }
+        let fenced_at = std::time::Instant::now();
         self.fence();
         self.drain().await;
         let removed = self.pool.remove(name);
         self.unfence();
+        Replicator::record_pause("remove", fenced_at.elapsed());
         let backend = removed.ok_or_else(|| MembershipError::UnknownBackend(name.to_owned()))?;
         self.removed.lock().push(BackendRecord {
             name: backend.name.clone(),
