@@ -51,6 +51,17 @@ fn request_id(header: &RequestHeader) -> (String, bool) {
     (new_request_id(), false)
 }
 
+/// The size of a request head as received: the request line and every header line.
+fn head_size(header: &RequestHeader) -> u64 {
+    let line = header.method.as_str().len() + path_and_query(header).len() + 12;
+    let fields: usize = header
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    (line + fields) as u64
+}
+
 /// 16 hex digits, unique within the process and unpredictable across processes.
 fn new_request_id() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -382,7 +393,10 @@ impl GatewayProxy {
         debug!(%error, "answering from the gateway");
         let response = error.response();
         // An unread body would desynchronize the connection; drain it unless it is the problem.
-        if !matches!(error, GatewayError::BodyTooLarge { .. }) {
+        if !matches!(
+            error,
+            GatewayError::BodyTooLarge { .. } | GatewayError::HeaderTooLarge { .. }
+        ) {
             let _ = session.drain_request_body().await;
         } else {
             session.set_keepalive(None);
@@ -444,6 +458,13 @@ impl ProxyHttp for GatewayProxy {
         }
         ctx.request_id = id;
         let header = session.req_header();
+        let limit = self.shared.config.gateway.max_header_size;
+        let size = head_size(header);
+        if size > limit {
+            self.respond_error(session, &GatewayError::HeaderTooLarge { size, limit })
+                .await?;
+            return Ok(true);
+        }
         let pq = path_and_query(header);
         let prefix = &self.shared.config.gateway.lockstep_prefix;
         if pq == prefix || pq.starts_with(&format!("{prefix}/")) {

@@ -11,6 +11,10 @@ const RETRY_AFTER_SECS: u32 = 1;
 pub enum GatewayError {
     #[error("the request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error(
+        "the request head (request line and headers) is {size} bytes, over the limit of {limit} bytes (gateway.max_header_size)"
+    )]
+    HeaderTooLarge { size: u64, limit: u64 },
     #[error("{0}")]
     BadRequest(String),
     #[error("{path} is not a gateway endpoint")]
@@ -55,6 +59,7 @@ impl GatewayError {
     fn code(&self) -> (u16, &'static str) {
         match self {
             GatewayError::BodyTooLarge { .. } => (413, "body_too_large"),
+            GatewayError::HeaderTooLarge { .. } => (431, "header_too_large"),
             GatewayError::BadRequest(_) => (400, "bad_request"),
             GatewayError::UnknownGatewayPath { .. } => (404, "not_found"),
             GatewayError::IdempotencyKeyRequired { .. } => (400, "idempotency_key_required"),

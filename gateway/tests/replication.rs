@@ -427,6 +427,35 @@ async fn oversized_bodies_get_413_and_reach_no_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_heads_get_431_and_reach_no_backend() {
+    let (mocks, backends) = start_mocks(2).await;
+    let gw = start_gateway(&format!("[gateway]\nmax_header_size = \"8KiB\"\n{}", backends));
+    let c = client();
+    for (method, path) in [(reqwest::Method::POST, "/k/1"), (reqwest::Method::GET, "/k")] {
+        let r = c
+            .request(method.clone(), format!("http://{}{path}", gw.gateway))
+            .header("x-big", "z".repeat(9000))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 431, "{method}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "header_too_large");
+        assert!(v["detail"].as_str().unwrap().contains("gateway.max_header_size"));
+    }
+    let ok = c
+        .post(format!("http://{}/k/1", gw.gateway))
+        .header("x-big", "z".repeat(7000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "a head under the limit is accepted");
+    assert_eq!(mocks[0].mock.received().len(), 1);
+    assert_eq!(mocks[1].mock.received().len(), 1);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_primary_without_successor_gets_503_with_retry_after() {
     // A port with nothing behind it, and a backup out of the in-sync set (it answered wrongly
     // earlier), so nobody can take over.
