@@ -31,6 +31,10 @@ enum Command {
         /// The configuration file.
         #[arg(short, long, default_value = "lockstep.toml")]
         config: PathBuf,
+        /// Take over from a gateway running with the same configuration, without dropping a
+        /// connection: start this, then send the running one SIGQUIT.
+        #[arg(short, long)]
+        upgrade: bool,
     },
     /// Check a configuration file and exit: 0 when valid, 64 with the problem otherwise.
     CheckConfig {
@@ -174,12 +178,15 @@ fn main() -> ExitCode {
             }
             Err(e) => config_error(&e),
         },
-        Command::Run { config } => {
+        Command::Run { config, upgrade } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
             init_logging(config.log.format, &config.log.level);
+            if upgrade {
+                return finish(Gateway::run_upgrade(config));
+            }
             finish(
                 Gateway::new(config)
                     .map_err(anyhow::Error::from)

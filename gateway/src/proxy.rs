@@ -317,12 +317,26 @@ impl GatewayProxy {
         })
     }
 
+    /// While the process stops or hands over, every answer closes its connection, so that
+    /// clients open new ones (to the gateway that takes over) instead of reusing one that is
+    /// about to go away.
+    fn close_if_stopping(&self, session: &mut Session) {
+        if self
+            .shared
+            .closing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            session.set_keepalive(None);
+        }
+    }
+
     async fn respond_committed(
         &self,
         session: &mut Session,
         committed: Committed,
         replayed: bool,
     ) -> Result<()> {
+        self.close_if_stopping(session);
         let response = &committed.response;
         let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 3))?;
         let nominated: Vec<String> = response
@@ -411,6 +425,9 @@ impl GatewayProxy {
 }
 
 async fn write_error(session: &mut Session, response: &ErrorResponse, primary: &str) -> Result<()> {
+    if session.is_process_shutting_down() {
+        session.set_keepalive(None);
+    }
     let mut header = ResponseHeader::build(response.status, Some(4))?;
     header.insert_header("Content-Type", "application/json")?;
     header.insert_header("Content-Length", response.body.len().to_string())?;
@@ -596,7 +613,7 @@ impl ProxyHttp for GatewayProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -604,6 +621,7 @@ impl ProxyHttp for GatewayProxy {
             upstream.insert_header("Lockstep-Primary", primary.as_str())?;
         }
         upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        self.close_if_stopping(session);
         Ok(())
     }
 

@@ -102,6 +102,7 @@ impl Gateway {
                 admin_token,
                 joins: Default::default(),
                 checkpoints,
+                closing: Default::default(),
                 logical_in_flight: Default::default(),
                 read_peers: Default::default(),
             }),
@@ -144,7 +145,8 @@ impl Gateway {
         )
     }
 
-    /// Runs the gateway in a pingora `Server` until SIGINT/SIGTERM; returns after shutdown.
+    /// Runs the gateway in a pingora `Server` until SIGINT/SIGTERM (or SIGQUIT, which hands the
+    /// listening sockets to a gateway started with `--upgrade`); returns after shutdown.
     pub fn run(self) -> anyhow::Result<()> {
         let config = &self.shared.config;
         for (key, addr) in [
@@ -155,15 +157,48 @@ impl Gateway {
             TcpListener::bind(addr)
                 .map_err(|e| anyhow::anyhow!("cannot listen on {key} = {addr}: {e}"))?;
         }
-        let conf = ServerConf {
-            threads: config.gateway.threads,
-            grace_period_seconds: Some(config.gateway.grace_period.as_secs()),
-            graceful_shutdown_timeout_seconds: Some(5),
-            ..ServerConf::default()
-        };
-        let mut server = Server::new_with_opt_and_conf(None, conf);
+        let mut server = Server::new_with_opt_and_conf(None, server_conf(config));
         server.bootstrap();
+        self.run_on(server)
+    }
 
+    /// Takes over from a running gateway with the same configuration, without refusing a
+    /// connection: receives its listening sockets over the upgrade socket (send the running
+    /// gateway SIGQUIT), waits until it has finished and released the journal, recovers, and
+    /// serves. Connections that arrive meanwhile wait in the sockets' backlog.
+    pub fn run_upgrade(config: Config) -> anyhow::Result<()> {
+        let conf = server_conf(&config);
+        let socket = conf.upgrade_sock.clone();
+        let opt = pingora::server::configuration::Opt {
+            upgrade: true,
+            ..Default::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(opt, conf);
+        info!(%socket, "waiting for the listening sockets of the running gateway; send it SIGQUIT");
+        server.bootstrap();
+        info!("listening sockets received; waiting for the running gateway to release the journal");
+        // The old gateway serves for pingora's 5 s close timeout, then drains for its grace
+        // period and stops.
+        let patience = std::time::Duration::from_secs(30) + 2 * config.gateway.grace_period;
+        let deadline = std::time::Instant::now() + patience;
+        let gateway = loop {
+            match Gateway::new(config.clone()) {
+                Ok(g) => break g,
+                Err(StartError::Journal {
+                    source: JournalError::InUse { .. },
+                    ..
+                }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        info!("journal opened; taking over");
+        gateway.run_on(server)
+    }
+
+    fn run_on(self, mut server: Server) -> anyhow::Result<()> {
+        let config = &self.shared.config;
         let mut proxy = self.proxy_service(&server.configuration);
         proxy.add_tcp(&config.gateway.listen.to_string());
         let mut admin = self.admin_service();
@@ -176,7 +211,9 @@ impl Gateway {
             server.add_service(background_service("webhook", webhook));
         }
         info!(gateway = %config.gateway.listen, admin = %config.admin.listen, backends = config.backends.len(), "lockstep listening");
-        server.run(RunArgs::default());
+        server.run(RunArgs {
+            shutdown_signal: Box::new(Signals(self.shared.clone())),
+        });
         Ok(())
     }
 
@@ -330,6 +367,49 @@ async fn auto_checkpoints(gateway: Gateway, mut shutdown: ShutdownWatch) {
             }
             Err(e) => tracing::warn!(error = %e, "the automatic checkpoint failed"),
         }
+    }
+}
+
+/// pingora's signals (SIGQUIT: hand over to an upgraded gateway; SIGTERM: graceful stop;
+/// SIGINT: fast stop), and on the graceful ones the gateway starts closing client connections
+/// after their current response, so that none is still open, idle, when the process goes away.
+struct Signals(Arc<Shared>);
+
+#[async_trait::async_trait]
+impl pingora::server::ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> pingora::server::ShutdownSignal {
+        use pingora::server::ShutdownSignal;
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut quit = signal(SignalKind::quit()).expect("signal handlers install");
+        let mut term = signal(SignalKind::terminate()).expect("signal handlers install");
+        let mut int = signal(SignalKind::interrupt()).expect("signal handlers install");
+        let received = tokio::select! {
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+        };
+        info!(signal = ?received, "stopping");
+        self.0
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        received
+    }
+}
+
+/// pingora's server settings for `config`. The upgrade socket lives next to the journal, so a
+/// gateway started with `--upgrade` on the same configuration finds the running one.
+fn server_conf(config: &Config) -> ServerConf {
+    ServerConf {
+        threads: config.gateway.threads,
+        grace_period_seconds: Some(config.gateway.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        upgrade_sock: config
+            .journal
+            .dir
+            .join("upgrade.sock")
+            .to_string_lossy()
+            .into_owned(),
+        ..ServerConf::default()
     }
 }
 

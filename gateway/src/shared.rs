@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) logical_in_flight: std::sync::atomic::AtomicUsize,
     /// The admin bearer token, when one is configured.
     pub(crate) admin_token: Option<String>,
+    /// The process is stopping or handing over: answers close their connection.
+    pub(crate) closing: std::sync::atomic::AtomicBool,
     /// Where checkpoints are stored, when `[checkpoint]` hooks are configured.
     pub(crate) checkpoints: Option<crate::checkpoints::CheckpointStore>,
     /// Catch-ups, running or last finished, by backend name.

@@ -149,11 +149,16 @@ impl GatewayProc {
 
     /// [`GatewayProc::start`] with `journal` as the `[journal]` keys besides `dir`.
     pub fn start_with(dir: &Path, journal: &str, body: &str) -> GatewayProc {
+        Self::start_custom(dir, "grace_period = \"0s\"", journal, body)
+    }
+
+    /// [`GatewayProc::start_with`] with `gateway` as the `[gateway]` keys besides `listen`.
+    pub fn start_custom(dir: &Path, gateway_keys: &str, journal: &str, body: &str) -> GatewayProc {
         let gateway = free_addr();
         let admin = free_addr();
         let config = dir.join("lockstep.toml");
         let text = format!(
-            "[gateway]\nlisten = \"{gateway}\"\ngrace_period = \"0s\"\n\n[admin]\nlisten = \"{admin}\"\n\n[journal]\ndir = \"{}\"\n{journal}\n\n{body}",
+            "[gateway]\nlisten = \"{gateway}\"\n{gateway_keys}\n\n[admin]\nlisten = \"{admin}\"\n\n[journal]\ndir = \"{}\"\n{journal}\n\n{body}",
             dir.join("journal").display()
         );
         std::fs::write(&config, text).unwrap();
@@ -218,6 +223,68 @@ impl GatewayProc {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.gateway)
+    }
+
+    /// Sends `signal` (`TERM`, `QUIT`, ...) to the gateway process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
+    /// Waits until the process exits (at most `limit`); its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts `lockstep run --upgrade` on the same configuration, logging to `log`; returns once
+    /// it waits for the listening sockets. The returned process takes over after SIGQUIT.
+    pub fn start_upgrade(&self, log: &Path) -> GatewayProc {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args(["run", "--upgrade", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("lockstep starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("waiting for the listening sockets")
+        {
+            assert!(Instant::now() < deadline, "the new gateway did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        GatewayProc {
+            gateway: self.gateway,
+            admin: self.admin,
+            config: self.config.clone(),
+            log: log.to_owned(),
+            child: Some(child),
+        }
     }
 }
 
