@@ -57,6 +57,31 @@ impl Lanes {
             .collect()
     }
 
+    /// More places on `lane` for the named backends, for a request admitted earlier (a
+    /// transaction's requests reach the backups at commit); the lane's request count is
+    /// unchanged.
+    pub(crate) fn extend(&mut self, lane: &str, backends: &[&str]) -> Vec<Ticket> {
+        let entry = self.lanes.entry(lane.to_owned()).or_default();
+        backends
+            .iter()
+            .map(|name| {
+                let q = entry
+                    .queues
+                    .entry((*name).to_owned())
+                    .or_insert_with(|| Queue {
+                        next: 0,
+                        turn: Arc::new(watch::Sender::new(0)),
+                    });
+                let position = q.next;
+                q.next += 1;
+                Ticket {
+                    turn: q.turn.clone(),
+                    position,
+                }
+            })
+            .collect()
+    }
+
     /// One request on `lane` has finished everywhere (all its tickets dropped).
     pub(crate) fn release(&mut self, lane: &str) {
         if let Some(entry) = self.lanes.get_mut(lane) {

@@ -35,6 +35,7 @@ pub use probes::{ProbeDifference, ProbeReport, compare_views, view_report};
 pub use recovery::RecoveryReport;
 pub use replicator::{
     Committed, MembershipError, ReplicationError, Replicator, Submission, SwitchoverError,
+    TxnError, TxnMode, TxnOutcome, TxnReply,
 };
 pub use transport::{Transport, TransportError};
 pub use watermark::Watermark;

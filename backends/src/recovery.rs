@@ -16,7 +16,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::probes::compare_views;
-use crate::replicator::{NOT_DELIVERED, context_headers};
+use crate::replicator::{NOT_DELIVERED, TxnMode, context_headers};
 use crate::watermark::Watermark;
 use crate::{BackendState, Replicator};
 
@@ -142,6 +142,10 @@ impl Replicator {
             .collect();
         let mut unknown: BTreeMap<String, Vec<Seq>> = BTreeMap::new();
         let mut unresolved: Vec<Entry> = Vec::new();
+        // Transactions seen in the journal (key → seqs), and the requests of per-transaction
+        // ones that never committed.
+        let mut open_transactions: BTreeMap<String, Vec<Seq>> = BTreeMap::new();
+        let mut tentative_entries: Vec<Entry> = Vec::new();
         // Backend → the highest seq it acknowledged or may have processed.
         let mut touched: HashMap<String, Seq> = HashMap::new();
         let mut next = first;
@@ -155,8 +159,20 @@ impl Replicator {
                         touched.insert(b.name.clone(), e.seq);
                     }
                 }
+                if let Some(key) = &e.transaction {
+                    open_transactions
+                        .entry(key.clone())
+                        .or_default()
+                        .push(e.seq);
+                }
                 if matches!(e.state, EntryState::Pending | EntryState::Answered(_)) {
-                    unresolved.push(e);
+                    let tentative = e.transaction.as_deref().and_then(TxnMode::of_journaled)
+                        == Some(TxnMode::PerTransaction);
+                    if tentative {
+                        tentative_entries.push(e);
+                    } else {
+                        unresolved.push(e);
+                    }
                     continue;
                 }
                 let aborted = matches!(e.state, EntryState::Aborted(_));
@@ -170,8 +186,52 @@ impl Replicator {
                 }
             }
         }
+        // A per-transaction transaction the previous run left open is aborted: only its
+        // primary (and, if the crash came during its commit, some backups) applied its requests,
+        // and those backends are suspect.
+        let mut rolled_back: Vec<String> = Vec::new();
+        for e in &tentative_entries {
+            for b in &backends {
+                if e.acks.contains(&b.name) || e.outcome_unknown(&b.name) {
+                    if !rolled_back.contains(&b.name) {
+                        rolled_back.push(b.name.clone());
+                    }
+                } else {
+                    marks.get_mut(&b.name).expect("every backend").mark(e.seq);
+                }
+            }
+        }
+        let mut ended_here: Vec<String> = Vec::new();
+        for (key, seqs) in &open_transactions {
+            if self.journal().find_transaction(key).await?.is_some() {
+                continue;
+            }
+            if TxnMode::of_journaled(key) == Some(TxnMode::PerTransaction) {
+                let record = lockstep_journal::TransactionRecord {
+                    id: key.clone(),
+                    outcome: lockstep_journal::TransactionOutcome::Aborted(
+                        "the gateway restarted before the transaction committed".into(),
+                    ),
+                    seqs: seqs.clone(),
+                    commits: Vec::new(),
+                    time: self.clock().now(),
+                };
+                self.journal().end_transaction(record).await?;
+                warn!(transaction = %key, "an open transaction was aborted by the restart");
+            } else {
+                ended_here.push(key.clone());
+            }
+        }
         for b in &backends {
             b.reset_acked(marks.remove(&b.name).unwrap_or_default());
+            if rolled_back.contains(&b.name) {
+                self.change_state(
+                    b,
+                    None,
+                    BackendState::Suspect,
+                    "applied requests of a transaction the restart aborted",
+                );
+            }
             if let Some(seqs) = unknown.remove(&b.name) {
                 if b.state() == BackendState::InSync {
                     self.change_state(
@@ -276,6 +336,35 @@ impl Replicator {
                         );
                     }
                 }
+            }
+        }
+        // Per-request transactions left open end now (their requests, resumed above, stay).
+        for key in ended_here {
+            let seqs = open_transactions.remove(&key).unwrap_or_default();
+            let record = lockstep_journal::TransactionRecord {
+                id: key.clone(),
+                outcome: lockstep_journal::TransactionOutcome::Aborted(
+                    "the gateway restarted while the transaction was open; its requests stay applied".into(),
+                ),
+                seqs,
+                commits: Vec::new(),
+                time: self.clock().now(),
+            };
+            self.journal().end_transaction(record).await?;
+        }
+        // The primary holding an aborted transaction is replaced by a clean in-sync backup.
+        let current = self.pool().primary();
+        if rolled_back.contains(&current.name) {
+            if let Some(successor) = self.choose_successor() {
+                self.pool().set_primary(successor.clone());
+                self.topology_changed(
+                    "primary-changed",
+                    Some(&successor.name),
+                    &format!(
+                        "{} held a transaction the restart aborted; {} promoted",
+                        current.name, successor.name
+                    ),
+                );
             }
         }
         // A backup the topology calls in-sync but that misses committed requests (its ejection

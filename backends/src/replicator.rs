@@ -35,12 +35,14 @@ use crate::watermark::Watermark;
 
 mod failover;
 mod membership;
+mod transaction;
 
 /// Abort reasons of requests that certainly reached no backend start with this.
 pub(crate) const NOT_DELIVERED: &str = "not delivered: ";
 
 pub use failover::SwitchoverError;
 pub use membership::MembershipError;
+pub use transaction::{TxnError, TxnMode, TxnOutcome, TxnReply};
 
 /// A logical request, classified, ready to be sequenced.
 #[derive(Debug)]
@@ -55,6 +57,8 @@ pub struct Submission {
     /// Held until the request committed or failed (e.g. a claim on its idempotency key), even
     /// if the client went away.
     pub hold: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The transaction it belongs to (set by [`Replicator::submit_in_transaction`]).
+    pub transaction: Option<String>,
 }
 
 /// A committed request: the response the client receives.
@@ -109,6 +113,11 @@ struct Admission {
     lanes: Lanes,
     /// Admission paused: new requests wait.
     fenced: bool,
+    /// While fenced, requests of open per-transaction transactions are still admitted (a drain
+    /// waits for those transactions to end). Not during a failover, which aborts them.
+    admit_open_transactions: bool,
+    /// Lanes held by a transaction (lane → transaction id): other requests on them wait.
+    held: HashMap<String, String>,
     /// Requests admitted and not yet finished everywhere.
     live: usize,
 }
@@ -148,6 +157,8 @@ pub struct Replicator {
     /// Backends removed with `backend remove`, persisted so that a restart does not bring a
     /// backend the configuration still names back.
     removed: Mutex<Vec<BackendRecord>>,
+    /// Open transactions by scoped id.
+    transactions: Mutex<HashMap<String, transaction::Txn>>,
     /// Itself, for background work started from `&self`.
     me: std::sync::Weak<Replicator>,
 }
@@ -173,6 +184,8 @@ impl Replicator {
                 last_seq,
                 lanes: Lanes::default(),
                 fenced: false,
+                admit_open_transactions: true,
+                held: HashMap::new(),
                 live: 0,
             }),
             admission_changed: watch::Sender::new(0),
@@ -183,6 +196,7 @@ impl Replicator {
             epoch: AtomicU64::new(0),
             persist: tokio::sync::Mutex::new(()),
             removed: Mutex::new(Vec::new()),
+            transactions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -382,7 +396,9 @@ impl Replicator {
     ) -> Result<Committed, ReplicationError> {
         // Released when this function returns: once the request committed or failed.
         let _hold = sub.hold.take();
-        let admitted = self.admit(&sub.lane).await;
+        let admitted = self
+            .admit(&sub.lane, sub.transaction.as_deref(), false)
+            .await;
         let Admitted {
             seq,
             after,
@@ -395,7 +411,8 @@ impl Replicator {
 
         // Write-ahead: no backend sees the request before the journal has it.
         let mut entry = Entry::new(seq, sub.lane.clone(), time, sub.request.clone())
-            .with_idempotency(sub.idempotency.clone());
+            .with_idempotency(sub.idempotency.clone())
+            .with_transaction(sub.transaction.clone());
         entry.after = after;
         let appending = std::time::Instant::now();
         let appended = self.journal.append(entry).await;
@@ -533,20 +550,46 @@ impl Replicator {
         outcome
     }
 
-    /// Hands out a seq and lane positions; waits while admission is fenced.
-    async fn admit(self: &Arc<Self>, lane: &str) -> Admitted {
+    /// Hands out a seq and lane positions; waits while admission is fenced, or while the lane is
+    /// held by another transaction. `txn`: the request's transaction, which then holds the lane
+    /// until it ends. `primary_only`: a tentative request (per-transaction mode), which takes a
+    /// place in the primary's queue only; the backups get theirs when the transaction commits.
+    async fn admit(
+        self: &Arc<Self>,
+        lane: &str,
+        txn: Option<&str>,
+        primary_only: bool,
+    ) -> Admitted {
         loop {
             let mut changed = self.admission_changed.subscribe();
             {
                 let mut admission = self.admission.lock();
-                if !admission.fenced {
+                let holder = admission.held.get(lane);
+                let lane_free = match (holder, txn) {
+                    (None, _) => true,
+                    (Some(h), Some(t)) => h == t,
+                    (Some(_), None) => false,
+                };
+                // An open per-transaction transaction keeps going through a fence (the drain
+                // waits for it); any other request waits.
+                let passes_fence = !admission.fenced
+                    || (primary_only
+                        && admission.admit_open_transactions
+                        && txn.is_some_and(|t| admission.held.values().any(|h| h == t)));
+                if lane_free && passes_fence {
+                    if let Some(t) = txn {
+                        admission.held.insert(lane.to_owned(), t.to_owned());
+                    }
                     let primary = self.pool.primary();
-                    let backups: Vec<Arc<Backend>> = self
-                        .pool
-                        .backups()
-                        .into_iter()
-                        .filter(|b| b.state() == BackendState::InSync)
-                        .collect();
+                    let backups: Vec<Arc<Backend>> = if primary_only {
+                        Vec::new()
+                    } else {
+                        self.pool
+                            .backups()
+                            .into_iter()
+                            .filter(|b| b.state() == BackendState::InSync)
+                            .collect()
+                    };
                     let names: Vec<&str> = std::iter::once(primary.name.as_str())
                         .chain(backups.iter().map(|b| b.name.as_str()))
                         .collect();
@@ -573,9 +616,25 @@ impl Replicator {
         }
     }
 
-    /// Stops admitting logical requests; they wait until [`Replicator::unfence`].
+    /// Releases every lane `txn` holds; requests waiting on them go on.
+    fn release_lanes(&self, txn: &str) {
+        self.admission.lock().held.retain(|_, h| h != txn);
+        self.admission_changed.send_modify(|v| *v += 1);
+    }
+
+    /// Stops admitting logical requests; they wait until [`Replicator::unfence`]. Requests of
+    /// open per-transaction transactions still pass, so that a drain can see them end.
     pub fn fence(&self) {
-        self.admission.lock().fenced = true;
+        let mut admission = self.admission.lock();
+        admission.fenced = true;
+        admission.admit_open_transactions = true;
+    }
+
+    /// [`Replicator::fence`] that stops open transactions too (a failover aborts them).
+    pub(crate) fn fence_all(&self) {
+        let mut admission = self.admission.lock();
+        admission.fenced = true;
+        admission.admit_open_transactions = false;
     }
 
     /// Records how long admission was paused, and why (`failover`, `switchover`, `join`,
@@ -587,7 +646,11 @@ impl Replicator {
 
     /// Resumes admission.
     pub fn unfence(&self) {
-        self.admission.lock().fenced = false;
+        {
+            let mut admission = self.admission.lock();
+            admission.fenced = false;
+            admission.admit_open_transactions = true;
+        }
         self.admission_changed.send_modify(|v| *v += 1);
     }
 

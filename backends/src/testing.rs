@@ -231,5 +231,6 @@ pub(crate) fn post(lane: &str, uri: &str) -> Submission {
         compare: CompareRule::default(),
         idempotency: None,
         hold: None,
+        transaction: None,
     }
 }

@@ -22,6 +22,7 @@ pub(crate) fn route(spec: &str) -> RouteRule {
         lane: None,
         idempotency: None,
         compare: None,
+        transaction_ack: None,
     }
 }
 

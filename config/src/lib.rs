@@ -20,6 +20,6 @@ pub use types::{
     DispatchMode, EventsConfig, FsyncMode, GatewayConfig, HealthConfig, Hook, IdempotencyConfig,
     IdempotencyRule, InFlightPolicy, JournalConfig, LanePart, LaneTemplate, LogConfig, LogFormat,
     MethodSet, OnDivergence, PathPattern, ReplicationConfig, RequestKind, ResetHook, Role,
-    RouteRule, Segment, VerifyConfig, ViewProbe,
+    RouteRule, Segment, TransactionAck, TransactionsConfig, VerifyConfig, ViewProbe,
 };
 pub use validate::parse_backend_url;

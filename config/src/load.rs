@@ -11,7 +11,7 @@ use crate::syntax::syntax_error;
 use crate::types::{
     AdminConfig, BackendConfig, CatchupConfig, CheckpointConfig, Config, EventsConfig,
     GatewayConfig, HealthConfig, IdempotencyConfig, JournalConfig, LogConfig, ReplicationConfig,
-    Role,
+    Role, TransactionsConfig,
 };
 use crate::validate;
 
@@ -103,6 +103,13 @@ impl Default for CatchupConfig {
 impl Default for CheckpointConfig {
     fn default() -> Self {
         validate::checkpoint(&RawCheckpoint::default()).expect("the default [checkpoint] is valid")
+    }
+}
+
+impl Default for TransactionsConfig {
+    fn default() -> Self {
+        validate::transactions(&crate::raw::RawTransactions::default())
+            .expect("the default [transactions] is valid")
     }
 }
 

@@ -43,6 +43,42 @@ pub(crate) struct RawConfig {
     pub(crate) log: RawLog,
     #[serde(default)]
     pub(crate) checkpoint: RawCheckpoint,
+    #[serde(default)]
+    pub(crate) transactions: RawTransactions,
+}
+
+/// `[transactions]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTransactions {
+    #[serde(default = "default_transaction_ack")]
+    pub(crate) ack: RawTransactionAck,
+    #[serde(default = "default_transaction_timeout")]
+    pub(crate) timeout: String,
+}
+
+impl Default for RawTransactions {
+    fn default() -> Self {
+        RawTransactions {
+            ack: default_transaction_ack(),
+            timeout: default_transaction_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RawTransactionAck {
+    PerRequest,
+    PerTransaction,
+}
+
+pub(crate) fn default_transaction_ack() -> RawTransactionAck {
+    RawTransactionAck::PerRequest
+}
+
+pub(crate) fn default_transaction_timeout() -> String {
+    "30s".to_owned()
 }
 
 /// `[gateway]`
@@ -390,6 +426,8 @@ pub(crate) struct RawRoute {
     pub(crate) idempotency: Option<RawIdempotencyRule>,
     #[serde(default)]
     pub(crate) compare: Option<RawCompare>,
+    #[serde(default)]
+    pub(crate) transaction_ack: Option<RawTransactionAck>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -35,6 +35,26 @@ pub struct Config {
     pub log: LogConfig,
     /// `[checkpoint]`: how a backend's state is exported and imported instead of replayed.
     pub checkpoint: CheckpointConfig,
+    /// `[transactions]`: groups of requests committed as one unit.
+    pub transactions: TransactionsConfig,
+}
+
+/// `[transactions]`: requests carrying `Lockstep-Transaction: ID` form one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionsConfig {
+    /// `[transactions] ack`, default `per-request`; a route's `transaction_ack` overrides it.
+    pub ack: TransactionAck,
+    /// `[transactions] timeout`, default 30s: a transaction idle this long is ended.
+    pub timeout: Duration,
+}
+
+/// How a transaction's requests reach the backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionAck {
+    /// Each request is replicated and acknowledged as it arrives; the commit is one record.
+    PerRequest,
+    /// Requests reach the primary only (tentative); the group is replicated at commit.
+    PerTransaction,
 }
 
 /// `[gateway]`: the data listener clients talk to.
@@ -327,6 +347,8 @@ pub struct RouteRule {
     pub idempotency: Option<IdempotencyRule>,
     /// None: the default comparison (status, body, headers minus the built-in ignores).
     pub compare: Option<CompareRule>,
+    /// None: `[transactions] ack`.
+    pub transaction_ack: Option<TransactionAck>,
 }
 
 /// A view probe: a read request whose normalized responses must be equal on two backends.

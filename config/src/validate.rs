@@ -15,14 +15,15 @@ use crate::raw::{
     RawAck, RawAdmin, RawBackend, RawCatchup, RawCheckpoint, RawCompare, RawConfig, RawDispatch,
     RawEvents, RawFsync, RawGateway, RawHealth, RawHook, RawIdempotency, RawIdempotencyRule,
     RawInFlight, RawJournal, RawKind, RawLog, RawLogFormat, RawOnDivergence, RawProbe,
-    RawReplication, RawRole, RawRoute, RawVerify,
+    RawReplication, RawRole, RawRoute, RawTransactionAck, RawTransactions, RawVerify,
 };
 use crate::route::{check_method, parse_lane, parse_match};
 use crate::types::{
     AckPolicy, AdminConfig, BackendConfig, CatchupConfig, CheckpointConfig, CompareRule, Config,
     DispatchMode, EventsConfig, FsyncMode, GatewayConfig, HealthConfig, Hook, IdempotencyConfig,
     IdempotencyRule, InFlightPolicy, JournalConfig, LogConfig, LogFormat, OnDivergence,
-    ReplicationConfig, RequestKind, Role, RouteRule, VerifyConfig, ViewProbe,
+    ReplicationConfig, RequestKind, Role, RouteRule, TransactionAck, TransactionsConfig,
+    VerifyConfig, ViewProbe,
 };
 use crate::units::{parse_duration, parse_nonzero_duration, parse_size};
 
@@ -50,6 +51,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         events: events(&raw.events)?,
         log: log(&raw.log)?,
         checkpoint: checkpoint(&raw.checkpoint)?,
+        transactions: transactions(&raw.transactions)?,
     })
 }
 
@@ -317,6 +319,22 @@ fn route(key: &str, raw: &RawRoute) -> Result<RouteRule, ConfigError> {
             RawIdempotencyRule::Off => IdempotencyRule::Off,
         }),
         compare,
+        transaction_ack: raw.transaction_ack.map(transaction_ack),
+    })
+}
+
+fn transaction_ack(raw: RawTransactionAck) -> TransactionAck {
+    match raw {
+        RawTransactionAck::PerRequest => TransactionAck::PerRequest,
+        RawTransactionAck::PerTransaction => TransactionAck::PerTransaction,
+    }
+}
+
+pub(crate) fn transactions(raw: &RawTransactions) -> Result<TransactionsConfig, ConfigError> {
+    let timeout = parse_nonzero_duration("transactions.timeout", &raw.timeout)?;
+    Ok(TransactionsConfig {
+        ack: transaction_ack(raw.ack),
+        timeout,
     })
 }
 

@@ -236,3 +236,17 @@ fn example_sets_every_key() {
         "the sample does not show `token_env`"
     );
 }
+
+#[test]
+fn example_transactions() {
+    use lockstep_config::TransactionAck;
+    let config = example();
+    assert_eq!(config.transactions.ack, TransactionAck::PerRequest);
+    assert_eq!(config.transactions.timeout, Duration::from_secs(30));
+    let accounts = config
+        .routes
+        .iter()
+        .find(|r| r.source.starts_with("POST|PUT|DELETE /accounts"))
+        .unwrap();
+    assert_eq!(accounts.transaction_ack, Some(TransactionAck::PerTransaction));
+}

@@ -20,6 +20,7 @@ mod respond;
 pub mod rollout;
 mod server;
 mod shared;
+mod transactions;
 mod transport;
 
 pub use idempotency::{KeyError, MAX_KEY_LEN};

@@ -124,6 +124,27 @@ impl GatewayProxy {
         };
         let compare = self.shared.classifier.compare_rule(&class).clone();
         let lane = class.lane.as_str().to_owned();
+        if let Some(raw) = session
+            .req_header()
+            .headers
+            .get(crate::transactions::HEADER)
+        {
+            let header = match crate::transactions::parse_header(raw.as_bytes()) {
+                Ok(h) => h,
+                Err(e) => return self.respond_error(session, &e).await,
+            };
+            let submission = Submission {
+                lane,
+                request,
+                compare,
+                idempotency: None,
+                hold: None,
+                transaction: None,
+            };
+            return self
+                .submit_in_transaction(session, &class, header, submission)
+                .await;
+        }
         let Some(key) = key else {
             let submission = Submission {
                 lane,
@@ -131,6 +152,7 @@ impl GatewayProxy {
                 compare,
                 idempotency: None,
                 hold: None,
+                transaction: None,
             };
             return self.submit(session, submission).await;
         };
@@ -211,6 +233,7 @@ impl GatewayProxy {
                 compare,
                 idempotency: Some(key),
                 hold: Some(Box::new(claim)),
+                transaction: None,
             };
             return self.submit(session, submission).await;
         }
@@ -224,6 +247,102 @@ impl GatewayProxy {
                     .record(started.elapsed().as_secs_f64());
                 debug!(seq = committed.seq, "committed");
                 self.respond_committed(session, committed, false).await
+            }
+            Err(e) => self.respond_error(session, &GatewayError::from(e)).await,
+        }
+    }
+
+    /// A request of a transaction: joins (or starts) it; with `; commit`, ends it.
+    async fn submit_in_transaction(
+        &self,
+        session: &mut Session,
+        class: &Classification,
+        header: crate::transactions::TxnHeader,
+        submission: Submission,
+    ) -> Result<()> {
+        let shared = &self.shared;
+        let scope = crate::transactions::scope(shared, &session.req_header().headers);
+        // A transaction keeps the mode of its first request.
+        let mode = shared
+            .replicator
+            .open_mode(&scope, &header.id)
+            .unwrap_or_else(|| {
+                let ack = class
+                    .route
+                    .as_ref()
+                    .and_then(|m| shared.classifier.rules().get(m.index))
+                    .and_then(|r| r.transaction_ack)
+                    .unwrap_or(shared.config.transactions.ack);
+                crate::transactions::mode(ack)
+            });
+        let key = lockstep_backends::Replicator::transaction_key(mode, &scope, &header.id);
+        let started = std::time::Instant::now();
+        match shared
+            .replicator
+            .submit_in_transaction(submission, &header.id, &key, mode, header.commit)
+            .await
+        {
+            Ok(reply) => {
+                if !reply.tentative {
+                    metrics::histogram!("lockstep_commit_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                }
+                let mut extra = vec![("Lockstep-Transaction", header.id.clone())];
+                if reply.tentative {
+                    extra.push(("Lockstep-Tentative", "true".to_owned()));
+                }
+                if let Some(outcome) = &reply.outcome {
+                    extra.push(("Lockstep-Transaction-Outcome", outcome.outcome.to_owned()));
+                }
+                self.respond_with(session, reply.committed, false, &extra)
+                    .await
+            }
+            Err(e) => self.respond_error(session, &GatewayError::from(e)).await,
+        }
+    }
+
+    /// `POST {prefix}/transactions/ID/commit` or `.../abort`.
+    async fn end_transaction(&self, session: &mut Session, id: &str, commit: bool) -> Result<()> {
+        if let Err(e) = crate::transactions::check_id(id) {
+            return self.respond_error(session, &e).await;
+        }
+        let _ = session.drain_request_body().await;
+        let shared = &self.shared;
+        let scope = crate::transactions::scope(shared, &session.req_header().headers);
+        let key = match shared.replicator.find_transaction_key(&scope, id).await {
+            Ok(Some(key)) => key,
+            Ok(None) => {
+                let e = GatewayError::from(lockstep_backends::TxnError::Unknown(id.to_owned()));
+                return self.respond_error(session, &e).await;
+            }
+            Err(e) => return self.respond_error(session, &GatewayError::from(e)).await,
+        };
+        let outcome = if commit {
+            shared.replicator.commit_transaction(&key).await
+        } else {
+            shared
+                .replicator
+                .abort_transaction(&key, "aborted by the client")
+                .await
+        };
+        match outcome {
+            Ok(outcome) => {
+                let body = serde_json::to_vec(&outcome).expect("outcomes serialize");
+                let mut header = ResponseHeader::build(200, Some(4))?;
+                header.insert_header("Content-Type", "application/json")?;
+                header.insert_header("Content-Length", body.len().to_string())?;
+                header.insert_header(
+                    "Lockstep-Primary",
+                    shared.replicator.pool().primary().name.as_str(),
+                )?;
+                self.close_if_stopping(session);
+                session
+                    .write_response_header(Box::new(header), false)
+                    .await?;
+                session
+                    .write_response_body(Some(Bytes::from(body)), true)
+                    .await?;
+                Ok(())
             }
             Err(e) => self.respond_error(session, &GatewayError::from(e)).await,
         }
@@ -336,6 +455,17 @@ impl GatewayProxy {
         committed: Committed,
         replayed: bool,
     ) -> Result<()> {
+        self.respond_with(session, committed, replayed, &[]).await
+    }
+
+    /// The committed response, with the gateway's headers and `extra`.
+    async fn respond_with(
+        &self,
+        session: &mut Session,
+        committed: Committed,
+        replayed: bool,
+        extra: &[(&'static str, String)],
+    ) -> Result<()> {
         self.close_if_stopping(session);
         let response = &committed.response;
         let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 3))?;
@@ -362,6 +492,9 @@ impl GatewayProxy {
         }
         if let Some(id) = session.req_header().headers.get(REQUEST_ID).cloned() {
             header.insert_header(REQUEST_ID, id)?;
+        }
+        for (name, value) in extra {
+            header.insert_header(*name, value.as_str())?;
         }
         let empty = response.body.is_empty();
         session
@@ -488,6 +621,23 @@ impl ProxyHttp for GatewayProxy {
             let path = header.uri.path().to_owned();
             if path == format!("{prefix}/events") && header.method == http::Method::GET {
                 self.stream_events(session).await;
+                return Ok(true);
+            }
+            let rest = path[prefix.len()..].trim_matches('/').to_owned();
+            let parts: Vec<&str> = rest.split('/').collect();
+            if let ["transactions", id, action @ ("commit" | "abort")] = parts.as_slice() {
+                if header.method != http::Method::POST {
+                    self.respond_error(
+                        session,
+                        &GatewayError::BadRequest(format!(
+                            "{path}: a transaction is ended with POST"
+                        )),
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+                let (id, commit) = ((*id).to_owned(), *action == "commit");
+                self.end_transaction(session, &id, commit).await?;
                 return Ok(true);
             }
             self.respond_error(session, &GatewayError::UnknownGatewayPath { path })

@@ -39,6 +39,24 @@ pub enum GatewayError {
     Unavailable(String),
     #[error("the backend failed: {0}")]
     BadGateway(String),
+    #[error(transparent)]
+    Transaction(lockstep_backends::TxnError),
+    #[error(
+        "{0}: Lockstep-Transaction is `ID` or `ID; commit`, the ID 1 to 128 characters of letters, digits, '-', '_', '.', '~'"
+    )]
+    BadTransactionHeader(String),
+}
+
+impl From<lockstep_backends::TxnError> for GatewayError {
+    fn from(e: lockstep_backends::TxnError) -> Self {
+        match e {
+            lockstep_backends::TxnError::Replication(r) => GatewayError::Replication(r),
+            lockstep_backends::TxnError::Journal(j) => {
+                GatewayError::Replication(ReplicationError::Journal(j))
+            }
+            other => GatewayError::Transaction(other),
+        }
+    }
 }
 
 /// A response the gateway writes itself.
@@ -81,6 +99,19 @@ impl GatewayError {
             GatewayError::IdempotencyOutcomeUnknown { .. } => (409, "idempotency_outcome_unknown"),
             GatewayError::Overloaded { .. } => (503, "overloaded"),
             GatewayError::BadGateway(_) => (502, "bad_gateway"),
+            GatewayError::BadTransactionHeader(_) => (400, "bad_transaction"),
+            GatewayError::Transaction(t) => {
+                use lockstep_backends::TxnError as T;
+                match t {
+                    T::Unknown(_) => (404, "unknown_transaction"),
+                    T::Aborted { .. } => (409, "transaction_aborted"),
+                    T::Committed { .. } => (409, "transaction_committed"),
+                    T::ModeMismatch { .. } => (409, "transaction_mode"),
+                    T::NoBackup => (409, "transaction_needs_backup"),
+                    T::NotAbortable { .. } => (409, "transaction_not_abortable"),
+                    T::Replication(_) | T::Journal(_) => (503, "unavailable"),
+                }
+            }
         }
     }
 

@@ -334,6 +334,25 @@ async fn expire_keys(gateway: Gateway, mut shutdown: ShutdownWatch) {
     }
 }
 
+/// Ends transactions idle for longer than `[transactions] timeout`.
+async fn expire_transactions(gateway: Gateway, mut shutdown: ShutdownWatch) {
+    let timeout = gateway.shared.config.transactions.timeout;
+    let every = (timeout / 4).clamp(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_secs(1),
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let ended = gateway.shared.replicator.expire_transactions(timeout).await;
+        if ended > 0 {
+            tracing::info!(ended, "idle transactions ended");
+        }
+    }
+}
+
 /// Takes a checkpoint whenever `[checkpoint] every` entries were journaled since the last one.
 async fn auto_checkpoints(gateway: Gateway, mut shutdown: ShutdownWatch) {
     let shared = &gateway.shared;
@@ -559,6 +578,7 @@ impl BackgroundService for HealthTask {
         recover_logged(&self.1).await;
         tokio::spawn(expire_keys(self.1.clone(), shutdown.clone()));
         tokio::spawn(auto_checkpoints(self.1.clone(), shutdown.clone()));
+        tokio::spawn(expire_transactions(self.1.clone(), shutdown.clone()));
         tokio::spawn(crate::metrics::count_events(
             self.1.shared.replicator.events().subscribe(),
             shutdown.clone(),

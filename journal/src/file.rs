@@ -29,7 +29,10 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::{Compaction, Entry, EntryState, Journal, JournalError, ResponseRecord, Seq, Topology};
+use crate::{
+    Compaction, Entry, EntryState, Journal, JournalError, ResponseRecord, Seq, Topology,
+    TransactionOutcome, TransactionRecord,
+};
 use codec::Record;
 use index::{Change, Index, Loc, StateAt};
 use segment::Tail;
@@ -38,7 +41,8 @@ use writer::{Request, Shared, Write, Writer};
 /// When a write counts as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// `append`, `commit`, `abort` and `expire_keys` return after an fsync covering their record.
+    /// `append`, `commit`, `abort`, `end_transaction` and `expire_keys` return after an fsync
+    /// covering their record.
     /// Concurrent calls share one fsync (group commit). Survives power loss.
     Always,
     /// Calls return once their record is written to the operating system; the writer fsyncs in
@@ -252,46 +256,83 @@ impl FileJournal {
 
     /// Reads an entry back from disk and puts its current state and acks on it; `None` when a
     /// compaction dropped it since `meta` was taken from the index.
-    fn load(&self, meta: &index::Meta) -> Result<Option<Entry>, JournalError> {
-        let unexpected = |loc: Loc| JournalError::Corrupt {
-            path: segment::path(&self.shared.dir, loc.segment)
-                .display()
-                .to_string(),
-            detail: format!("at offset {}: not the record the index expects", loc.offset),
-        };
+    ///
+    /// `ended` keeps the last transaction record read for a state, for the next entries of a
+    /// read: the entries of one transaction all take their state from its record, read once.
+    fn load(
+        &self,
+        meta: &index::Meta,
+        ended: &mut Option<(Loc, TransactionRecord)>,
+    ) -> Result<Option<Entry>, JournalError> {
         let Some(record) = self.read(meta.append)? else {
             return Ok(None);
         };
         let Record::Append(entry) = record else {
-            return Err(unexpected(meta.append));
+            return Err(self.unexpected(meta.append));
         };
         let mut entry = *entry;
         let state_loc = match meta.state {
-            StateAt::Pending | StateAt::InAppend => None,
+            StateAt::Pending | StateAt::InAppend { .. } => None,
             StateAt::Answered(loc) | StateAt::Committed(loc) | StateAt::Aborted(loc) => Some(loc),
         };
         if let Some(loc) = state_loc {
             // A state record lies in its append's segment or a later one, and compaction deletes
             // segments oldest first: if its segment went since the append was read, so did the
             // append's.
-            let Some(record) = self.read(loc)? else {
-                return Ok(None);
-            };
-            entry.state = match (meta.state, record) {
-                (StateAt::Answered(_), Record::Response { response, .. }) => {
-                    EntryState::Answered(response)
+            if !ended.as_ref().is_some_and(|(at, _)| *at == loc) {
+                let Some(record) = self.read(loc)? else {
+                    return Ok(None);
+                };
+                match (meta.state, record) {
+                    // Its state is taken from it below.
+                    (_, Record::Transaction(t)) => *ended = Some((loc, t)),
+                    (StateAt::Answered(_), Record::Response { response, .. }) => {
+                        entry.state = EntryState::Answered(response);
+                    }
+                    (StateAt::Committed(_), Record::Commit { response, .. }) => {
+                        entry.state = EntryState::Committed(response);
+                    }
+                    (StateAt::Aborted(_), Record::Abort { reason, .. }) => {
+                        entry.state = EntryState::Aborted(reason);
+                    }
+                    _ => return Err(self.unexpected(loc)),
                 }
-                (StateAt::Committed(_), Record::Commit { response, .. }) => {
-                    EntryState::Committed(response)
-                }
-                (StateAt::Aborted(_), Record::Abort { reason, .. }) => EntryState::Aborted(reason),
-                _ => return Err(unexpected(loc)),
-            };
+            }
+            if let Some((_, t)) = ended.as_ref().filter(|(at, _)| *at == loc) {
+                entry.state = transaction_state(meta.state, entry.seq, t)
+                    .ok_or_else(|| self.unexpected(loc))?;
+            }
         }
         entry.acks = meta.acks.iter().map(|a| a.to_string()).collect();
         entry.dispatched = meta.dispatched.iter().map(|a| a.to_string()).collect();
         entry.undelivered = meta.undelivered.iter().map(|a| a.to_string()).collect();
         Ok(Some(entry))
+    }
+
+    fn unexpected(&self, loc: Loc) -> JournalError {
+        JournalError::Corrupt {
+            path: segment::path(&self.shared.dir, loc.segment)
+                .display()
+                .to_string(),
+            detail: format!("at offset {}: not the record the index expects", loc.offset),
+        }
+    }
+}
+
+/// The state `record` gives entry `seq` when the index says it holds the entry's `state`.
+fn transaction_state(state: StateAt, seq: Seq, record: &TransactionRecord) -> Option<EntryState> {
+    match (state, &record.outcome) {
+        // The last commit of the seq wins, as when they are applied in order.
+        (StateAt::Committed(_), _) => record
+            .commits
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, response)| EntryState::Committed(response.clone())),
+        (StateAt::Aborted(_), TransactionOutcome::Aborted(reason)) => {
+            Some(EntryState::Aborted(reason.clone()))
+        }
+        _ => None,
     }
 }
 
@@ -358,8 +399,19 @@ fn recover_segment(
             len,
         };
         let change = Change::of_record(record);
+        // A transaction record is applied to the entries it names that are in the index; the
+        // others are set aside like any record about a missing entry.
+        for seq in change.named_seqs() {
+            if !index.entries.contains_key(&seq) {
+                orphans.push(Orphan {
+                    seq,
+                    path: path.clone(),
+                    offset,
+                });
+            }
+        }
         match change {
-            Change::Append { .. } => {}
+            Change::Append { .. } | Change::Transaction { .. } => {}
             Change::Compacted { first_segment, .. } if first_segment > number => {
                 return Err(format!(
                     "compaction record drops segment {number}, which holds it"
@@ -416,7 +468,8 @@ impl Journal for FileJournal {
             time: entry.time,
             key: entry.idempotency.map(|k| k.scoped),
             acks: entry.acks,
-            pending: matches!(entry.state, EntryState::Pending),
+            state: StateAt::of_append(&entry.state),
+            transaction: entry.transaction.is_some(),
         };
         self.submit(frame, change).await.map(drop)
     }
@@ -461,6 +514,31 @@ impl Journal for FileJournal {
         self.submit(frame, Change::Abort(seq)).await.map(drop)
     }
 
+    async fn end_transaction(&self, record: TransactionRecord) -> Result<(), JournalError> {
+        let frame = codec::encode_transaction(&record);
+        let change = Change::Transaction {
+            id: record.id,
+            time: record.time,
+            aborted: matches!(record.outcome, TransactionOutcome::Aborted(_)),
+            seqs: record.seqs,
+            commits: record.commits.into_iter().map(|(seq, _)| seq).collect(),
+        };
+        self.submit(frame, change).await.map(drop)
+    }
+
+    async fn find_transaction(&self, id: &str) -> Result<Option<TransactionRecord>, JournalError> {
+        let Some(ended) = self.shared.index.lock().transactions.get(id).copied() else {
+            return Ok(None);
+        };
+        // A kept record's segment is never compacted away; `None` when the record expired and
+        // its segment went since the index was asked.
+        match self.read(ended.loc)? {
+            Some(Record::Transaction(t)) if t.id == id => Ok(Some(t)),
+            Some(_) => Err(self.unexpected(ended.loc)),
+            None => Ok(None),
+        }
+    }
+
     async fn read_from(&self, from: Seq, limit: usize) -> Result<Vec<Entry>, JournalError> {
         // Stop at the first entry whose append is not yet durable: a reader (catch-up) must
         // never see a request that a crash could still take back.
@@ -477,8 +555,9 @@ impl Journal for FileJournal {
                 .collect()
         };
         let mut entries = Vec::with_capacity(metas.len());
+        let mut ended = None;
         for meta in &metas {
-            entries.extend(self.load(meta)?);
+            entries.extend(self.load(meta, &mut ended)?);
         }
         // A compaction meanwhile may have dropped some of them after others were read: keep
         // what is still part of the history, so that the result has no holes (nothing from
@@ -490,7 +569,10 @@ impl Journal for FileJournal {
 
     async fn get(&self, seq: Seq) -> Result<Option<Entry>, JournalError> {
         let meta = self.shared.index.lock().durable(seq).cloned();
-        Ok(meta.map(|m| self.load(&m)).transpose()?.flatten())
+        Ok(meta
+            .map(|m| self.load(&m, &mut None))
+            .transpose()?
+            .flatten())
     }
 
     fn last_seq(&self) -> Seq {
@@ -516,7 +598,10 @@ impl Journal for FileJournal {
                 .and_then(|seq| index.durable(*seq))
                 .cloned()
         };
-        Ok(meta.map(|m| self.load(&m)).transpose()?.flatten())
+        Ok(meta
+            .map(|m| self.load(&m, &mut None))
+            .transpose()?
+            .flatten())
     }
 
     async fn expire_keys(&self, before: SystemTime) -> Result<usize, JournalError> {
@@ -550,21 +635,23 @@ pub(crate) mod fuzzing {
     }
 
     /// If a record decodes from the start of `bytes`, re-encodes it and checks that the encoding
-    /// is exactly the frame it was read from and that it reads back as the same record. `Ok` when
-    /// nothing decodes or the round trip holds; `Err` describes the mismatch.
+    /// is exactly the frame it was read from (or that frame is the one form older builds wrote
+    /// the record in) and that it reads back as the same record. `Ok` when nothing decodes or the
+    /// round trip holds; `Err` describes the mismatch.
     pub fn roundtrip(bytes: &[u8]) -> Result<(), String> {
         let Ok((record, len)) = codec::read_frame(bytes) else {
             return Ok(());
         };
         let frame = codec::encode(&record);
-        if frame != bytes[..len] {
+        let legacy = codec::legacy_frame(&record).is_some_and(|l| l == bytes[..len]);
+        if frame != bytes[..len] && !legacy {
             return Err(format!(
                 "{record:?} was read from {:?} but encodes as {frame:?}",
                 &bytes[..len]
             ));
         }
         match codec::read_frame(&frame) {
-            Ok((again, again_len)) if again == record && again_len == len => Ok(()),
+            Ok((again, again_len)) if again == record && again_len == frame.len() => Ok(()),
             other => Err(format!("{record:?} re-encoded reads back as {other:?}")),
         }
     }

@@ -13,7 +13,7 @@ pub use file::{Durability, FileJournal, FileJournalOptions};
 pub use memory::MemoryJournal;
 pub use record::{
     BackendRecord, Compaction, Entry, EntryState, Header, IdempotencyKey, JournalError,
-    RequestRecord, ResponseRecord, Seq, Topology,
+    RequestRecord, ResponseRecord, Seq, Topology, TransactionOutcome, TransactionRecord,
 };
 
 /// Hooks for the fuzz target in `journal/fuzz` (feature `fuzzing`, off by default); not part of
@@ -50,6 +50,17 @@ pub trait Journal: Send + Sync + std::fmt::Debug + 'static {
     async fn commit(&self, seq: Seq, response: ResponseRecord) -> Result<(), JournalError>;
     /// Marks `seq` as never committed (it failed before commit), with the reason.
     async fn abort(&self, seq: Seq, reason: String) -> Result<(), JournalError>;
+    /// Ends a transaction with one record, durable like [`Journal::commit`], whose effects a
+    /// crash keeps all or none of: every `(seq, response)` in `record.commits` becomes
+    /// [`EntryState::Committed`]; with [`TransactionOutcome::Aborted`], every seq in
+    /// `record.seqs` not committed (before or by this record) becomes [`EntryState::Aborted`]
+    /// with its reason; and the record is kept under its id for
+    /// [`Journal::find_transaction`] until [`Journal::expire_keys`] forgets it.
+    ///
+    /// Fails, applying nothing, with [`JournalError::TransactionEnded`] when a record with the
+    /// same id is kept already, and with [`JournalError::UnknownSeq`] (the first such seq, in
+    /// `seqs` then `commits`) when an entry it names does not exist.
+    async fn end_transaction(&self, record: TransactionRecord) -> Result<(), JournalError>;
     /// Entries with `seq >= from`, in seq order, at most `limit` of them. The history starts at
     /// [`Journal::first_seq`]: with an earlier `from` the entries returned start there, so a
     /// caller that needs everything from `from` on checks `first_seq()` first.
@@ -72,14 +83,20 @@ pub trait Journal: Send + Sync + std::fmt::Debug + 'static {
     /// a retry with that key still receives its response. Dropping goes from the oldest history
     /// on and stops at the first entry that must stay, so the retained history has no holes; how
     /// much goes at once depends on the implementation (whole segment files for the durable
-    /// journal). The topology is kept. Durable before it returns.
+    /// journal, which also keeps every segment from the oldest one holding a transaction record
+    /// not yet expired). The topology and the transaction records not yet expired are kept, also
+    /// when their entries are dropped. Durable before it returns.
     async fn compact(&self, through: Seq) -> Result<Compaction, JournalError>;
     /// The entry that carries the scoped idempotency key `scoped` (see [`IdempotencyKey`]),
     /// whatever its state, unless the key was expired.
     async fn find_key(&self, scoped: &str) -> Result<Option<Entry>, JournalError>;
-    /// Forgets the idempotency keys of entries sequenced before `before`; returns how many.
-    /// The entries themselves stay (they are the history) until [`Journal::compact`] drops them.
+    /// Forgets the idempotency keys of entries sequenced before `before`, and the transaction
+    /// records whose time is before it; returns how many of both. The entries themselves stay
+    /// (they are the history) until [`Journal::compact`] drops them.
     async fn expire_keys(&self, before: std::time::SystemTime) -> Result<usize, JournalError>;
+    /// The record that ended the transaction `id` (see [`Journal::end_transaction`]), unless it
+    /// was expired.
+    async fn find_transaction(&self, id: &str) -> Result<Option<TransactionRecord>, JournalError>;
     /// Persists the topology (roles, epoch, backend states); replaces the previous one.
     async fn save_topology(&self, topology: &Topology) -> Result<(), JournalError>;
     /// The last saved topology, if any.

@@ -8,13 +8,19 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use crate::{Compaction, Entry, EntryState, Journal, JournalError, ResponseRecord, Seq, Topology};
+use crate::{
+    Compaction, Entry, EntryState, Journal, JournalError, ResponseRecord, Seq, Topology,
+    TransactionOutcome, TransactionRecord,
+};
 
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
     entries: Mutex<BTreeMap<Seq, Entry>>,
     /// Scoped idempotency key → seq.
     keys: Mutex<HashMap<String, Seq>>,
+    /// Transaction id → the record that ended it, kept apart from the entries: compaction never
+    /// drops one, only [`Journal::expire_keys`] does.
+    transactions: Mutex<HashMap<String, TransactionRecord>>,
     topology: Mutex<Option<Topology>>,
     last: AtomicU64,
     /// The highest seq compaction dropped (0 when none): the history starts after it.
@@ -83,6 +89,40 @@ impl Journal for MemoryJournal {
         self.update(seq, |e| e.state = EntryState::Aborted(reason))
     }
 
+    async fn end_transaction(&self, record: TransactionRecord) -> Result<(), JournalError> {
+        let mut entries = self.entries.lock();
+        let mut transactions = self.transactions.lock();
+        if transactions.contains_key(&record.id) {
+            return Err(JournalError::TransactionEnded { id: record.id });
+        }
+        let named = record
+            .seqs
+            .iter()
+            .chain(record.commits.iter().map(|(s, _)| s));
+        if let Some(&seq) = named.into_iter().find(|s| !entries.contains_key(s)) {
+            return Err(JournalError::UnknownSeq { seq });
+        }
+        for (seq, response) in &record.commits {
+            if let Some(e) = entries.get_mut(seq) {
+                e.state = EntryState::Committed(response.clone());
+            }
+        }
+        if let TransactionOutcome::Aborted(reason) = &record.outcome {
+            for seq in &record.seqs {
+                let entry = entries.get_mut(seq);
+                if let Some(e) = entry.filter(|e| !matches!(e.state, EntryState::Committed(_))) {
+                    e.state = EntryState::Aborted(reason.clone());
+                }
+            }
+        }
+        transactions.insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    async fn find_transaction(&self, id: &str) -> Result<Option<TransactionRecord>, JournalError> {
+        Ok(self.transactions.lock().get(id).cloned())
+    }
+
     async fn read_from(&self, from: Seq, limit: usize) -> Result<Vec<Entry>, JournalError> {
         let entries = self.entries.lock();
         Ok(entries
@@ -132,9 +172,11 @@ impl Journal for MemoryJournal {
     async fn expire_keys(&self, before: SystemTime) -> Result<usize, JournalError> {
         let entries = self.entries.lock();
         let mut keys = self.keys.lock();
-        let n = keys.len();
+        let mut transactions = self.transactions.lock();
+        let n = keys.len() + transactions.len();
         keys.retain(|_, seq| entries.get(seq).is_some_and(|e| e.time >= before));
-        Ok(n - keys.len())
+        transactions.retain(|_, t| t.time >= before);
+        Ok(n - keys.len() - transactions.len())
     }
 
     async fn save_topology(&self, topology: &Topology) -> Result<(), JournalError> {
@@ -321,6 +363,87 @@ mod tests {
         j.append(entry(4)).await.unwrap();
         assert_eq!(seqs(&j, 0).await, vec![4]);
         assert_eq!(j.last_seq(), 4);
+    }
+
+    fn ended(
+        id: &str,
+        outcome: TransactionOutcome,
+        seqs: &[Seq],
+        commits: &[Seq],
+    ) -> TransactionRecord {
+        TransactionRecord {
+            id: id.into(),
+            outcome,
+            seqs: seqs.to_vec(),
+            commits: commits
+                .iter()
+                .map(|&s| (s, response(200 + s as u16)))
+                .collect(),
+            time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_commits_or_aborts_its_group_once() {
+        let j = MemoryJournal::new();
+        for seq in 1..=4 {
+            j.append(entry(seq).with_transaction(Some("t".into())))
+                .await
+                .unwrap();
+        }
+        j.record_response(1, response(201)).await.unwrap();
+        j.commit(2, response(202)).await.unwrap();
+        // Nothing is applied when one seq is unknown.
+        assert!(matches!(
+            j.end_transaction(ended("t", TransactionOutcome::Committed, &[1, 9], &[1]))
+                .await,
+            Err(JournalError::UnknownSeq { seq: 9 })
+        ));
+        assert_eq!(j.find_transaction("t").await.unwrap(), None);
+        let aborted = ended(
+            "t",
+            TransactionOutcome::Aborted("conflict".into()),
+            &[1, 2, 3],
+            &[3],
+        );
+        j.end_transaction(aborted.clone()).await.unwrap();
+        let states: Vec<EntryState> = j
+            .read_from(1, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.state)
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                EntryState::Aborted("conflict".into()),
+                EntryState::Committed(response(202)),
+                EntryState::Committed(response(203)),
+                EntryState::Pending,
+            ]
+        );
+        assert_eq!(j.find_transaction("t").await.unwrap(), Some(aborted));
+        assert!(matches!(
+            j.end_transaction(ended("t", TransactionOutcome::Committed, &[4], &[4]))
+                .await,
+            Err(JournalError::TransactionEnded { id }) if id == "t"
+        ));
+        assert_eq!(j.get(4).await.unwrap().unwrap().state, EntryState::Pending);
+
+        // Compaction keeps the record; expiry forgets it (and counts it).
+        j.compact(4).await.unwrap();
+        assert_eq!(j.first_seq(), 5);
+        assert!(j.find_transaction("t").await.unwrap().is_some());
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(10);
+        assert_eq!(j.expire_keys(at).await.unwrap(), 0);
+        assert_eq!(
+            j.expire_keys(at + std::time::Duration::from_nanos(1))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(j.find_transaction("t").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -97,6 +97,9 @@ pub struct Entry {
     /// connection failed).
     pub undelivered: Vec<String>,
     pub idempotency: Option<IdempotencyKey>,
+    /// The scoped id of the transaction it belongs to (see [`TransactionRecord`]); `None` for a
+    /// request on its own.
+    pub transaction: Option<String>,
 }
 
 impl Entry {
@@ -112,6 +115,7 @@ impl Entry {
             dispatched: Vec::new(),
             undelivered: Vec::new(),
             idempotency: None,
+            transaction: None,
         }
     }
 
@@ -126,6 +130,37 @@ impl Entry {
         self.idempotency = key;
         self
     }
+
+    pub fn with_transaction(mut self, transaction: Option<String>) -> Self {
+        self.transaction = transaction;
+        self
+    }
+}
+
+/// How a transaction ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransactionOutcome {
+    Committed,
+    /// It will never commit, for this reason: its entries not committed are aborted with it.
+    Aborted(String),
+}
+
+/// The end of a transaction: a group of entries that commits (or aborts) as one unit. Stored as
+/// one record by [`Journal::end_transaction`](crate::Journal::end_transaction), so that a crash
+/// keeps all of its effects or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionRecord {
+    /// The scoped transaction id (the one its entries carry in [`Entry::transaction`]).
+    pub id: String,
+    pub outcome: TransactionOutcome,
+    /// The transaction's entries, in order.
+    pub seqs: Vec<Seq>,
+    /// Commits applied atomically with this record (the per-transaction mode commits its whole
+    /// group at once); empty when the entries committed one by one.
+    pub commits: Vec<(Seq, ResponseRecord)>,
+    /// Gateway time when it ended; [`Journal::expire_keys`](crate::Journal::expire_keys) forgets
+    /// the record once this is before its cut-off.
+    pub time: SystemTime,
 }
 
 /// The gateway's view of its backends, persisted so that a restart keeps roles and states.
@@ -174,4 +209,6 @@ pub enum JournalError {
     InUse { path: String },
     #[error("the journal stopped writing after a failure: {detail}")]
     WriterStopped { detail: String },
+    #[error("transaction {id} has already ended")]
+    TransactionEnded { id: String },
 }

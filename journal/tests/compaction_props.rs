@@ -1,10 +1,12 @@
 //! Property test of compaction: arbitrary sequences of appends (with and without idempotency
-//! keys), commits, acks, key expiries, topology saves, compactions and reopens, run against a
-//! `FileJournal` with small segments, a `MemoryJournal` that compacts the same way and a
-//! `MemoryJournal` that never compacts (the whole history, for reference).
+//! keys and transaction ids), commits, acks, transaction ends, key expiries, topology saves,
+//! compactions and reopens, run against a `FileJournal` with small segments, a `MemoryJournal`
+//! that compacts the same way and a `MemoryJournal` that never compacts (the whole history, for
+//! reference).
 //!
-//! After every step: the file journal's history from `first_seq` on is exactly the reference's;
-//! nothing below it is readable; every live key is still found; `first_seq` never goes back and
+//! After every step: every call returned the same in all three; the file journal's history from
+//! `first_seq` on is exactly the reference's; nothing below it is readable; every live key and
+//! every transaction record not expired is still found, whole; `first_seq` never goes back and
 //! `last_seq` is the reference's; the memory journal, which drops entry by entry, has dropped at
 //! least as much as the file journal, which drops whole segments. A reopen changes nothing.
 
@@ -14,7 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use lockstep_journal::{
     BackendRecord, Durability, Entry, FileJournal, FileJournalOptions, Header, IdempotencyKey,
-    Journal, MemoryJournal, RequestRecord, ResponseRecord, Seq, Topology,
+    Journal, MemoryJournal, RequestRecord, ResponseRecord, Seq, Topology, TransactionOutcome,
+    TransactionRecord,
 };
 use proptest::prelude::*;
 
@@ -22,7 +25,14 @@ fn time(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
 }
 
-fn entry(seq: Seq, keyed: bool) -> Entry {
+/// The transaction ids the ops draw from (few, so that ids are ended again).
+const TRANSACTIONS: u64 = 4;
+
+fn transaction_id(n: u64) -> String {
+    format!("t{n}")
+}
+
+fn entry(seq: Seq, keyed: bool, transaction: Option<u64>) -> Entry {
     let request = RequestRecord {
         method: "PUT".into(),
         uri: format!("/items/{seq}"),
@@ -33,7 +43,9 @@ fn entry(seq: Seq, keyed: bool) -> Entry {
         scoped: key(seq),
         fingerprint: format!("fp-{seq}"),
     });
-    Entry::new(seq, String::new(), time(seq), request).with_idempotency(key)
+    Entry::new(seq, String::new(), time(seq), request)
+        .with_idempotency(key)
+        .with_transaction(transaction.map(transaction_id))
 }
 
 fn key(seq: Seq) -> String {
@@ -66,6 +78,16 @@ fn topology(epoch: u64) -> Topology {
 enum Op {
     Append {
         keyed: bool,
+        transaction: Option<u64>,
+    },
+    /// Ends transaction `id` over the `len` entries ending `n` back from the last one (those
+    /// every journal still holds), committing them with the record when `commit`.
+    EndTransaction {
+        id: u64,
+        n: u64,
+        len: u64,
+        aborted: bool,
+        commit: bool,
     },
     /// Commits the entry `n` back from the last one.
     Commit(u64),
@@ -83,7 +105,11 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        12 => prop::bool::weighted(0.3).prop_map(|keyed| Op::Append { keyed }),
+        12 => (prop::bool::weighted(0.3), prop::option::weighted(0.3, 0..TRANSACTIONS))
+            .prop_map(|(keyed, transaction)| Op::Append { keyed, transaction }),
+        3 => (0..TRANSACTIONS, 0u64..8, 0u64..4, any::<bool>(), any::<bool>()).prop_map(
+            |(id, n, len, aborted, commit)| Op::EndTransaction { id, n, len, aborted, commit }
+        ),
         4 => (0u64..8).prop_map(Op::Commit),
         2 => (0u64..8).prop_map(Op::Ack),
         3 => (0u64..16).prop_map(Op::Expire),
@@ -107,6 +133,7 @@ struct Observed {
     last_seq: Seq,
     entries: Vec<Entry>,
     keys: Vec<Option<Entry>>,
+    transactions: Vec<Option<TransactionRecord>>,
     topology: Option<Topology>,
 }
 
@@ -120,8 +147,17 @@ async fn observe(j: &dyn Journal, last: Seq) -> Observed {
         last_seq: j.last_seq(),
         entries: j.read_from(0, usize::MAX).await.unwrap(),
         keys,
+        transactions: transactions(j).await,
         topology: j.load_topology().await.unwrap(),
     }
+}
+
+async fn transactions(j: &dyn Journal) -> Vec<Option<TransactionRecord>> {
+    let mut found = Vec::new();
+    for n in 0..TRANSACTIONS {
+        found.push(j.find_transaction(&transaction_id(n)).await.unwrap());
+    }
+    found
 }
 
 async fn check(
@@ -163,6 +199,10 @@ async fn check(
         prop_assert_eq!(file.find_key(&key(seq)).await.unwrap(), expected.clone());
         prop_assert_eq!(memory.find_key(&key(seq)).await.unwrap(), expected);
     }
+    // A transaction record not expired is never dropped, whatever happened to its entries.
+    let expected = transactions(reference).await;
+    prop_assert_eq!(&transactions(file).await, &expected);
+    prop_assert_eq!(&transactions(memory).await, &expected);
     prop_assert_eq!(
         file.load_topology().await.unwrap(),
         reference.load_topology().await.unwrap()
@@ -182,6 +222,10 @@ async fn check(
     Ok(())
 }
 
+fn outcome(r: Result<(), lockstep_journal::JournalError>) -> Result<(), String> {
+    r.map_err(|e| e.to_string())
+}
+
 async fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut file = FileJournal::open_with(dir, options()).unwrap();
     let memory = MemoryJournal::new();
@@ -192,11 +236,47 @@ async fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let first_before = file.first_seq();
         let back = |n: u64| last.saturating_sub(n);
         match op {
-            Op::Append { keyed } => {
-                file.append(entry(last + 1, keyed)).await.unwrap();
+            Op::Append { keyed, transaction } => {
+                let e = entry(last + 1, keyed, transaction);
+                file.append(e.clone()).await.unwrap();
                 for j in journals {
-                    j.append(entry(last + 1, keyed)).await.unwrap();
+                    j.append(e.clone()).await.unwrap();
                 }
+            }
+            Op::EndTransaction {
+                id,
+                n,
+                len,
+                aborted,
+                commit,
+            } => {
+                // Only entries every journal still holds (the memory journal drops the most);
+                // `len` 0 (or nothing left) ends it over no entry.
+                let lowest = memory.first_seq().max(1);
+                let end = back(n);
+                let seqs: Vec<Seq> = (end.saturating_sub(len) + 1..=end)
+                    .filter(|&s| s >= lowest)
+                    .collect();
+                let record = TransactionRecord {
+                    id: transaction_id(id),
+                    outcome: if aborted {
+                        TransactionOutcome::Aborted(format!("abort at step {step}"))
+                    } else {
+                        TransactionOutcome::Committed
+                    },
+                    commits: if commit {
+                        seqs.iter().map(|&s| (s, response(s))).collect()
+                    } else {
+                        Vec::new()
+                    },
+                    seqs,
+                    time: time(end),
+                };
+                let expected = outcome(reference.end_transaction(record.clone()).await);
+                let got = outcome(file.end_transaction(record.clone()).await);
+                prop_assert_eq!(&got, &expected, "step {}", step);
+                let got = outcome(memory.end_transaction(record).await);
+                prop_assert_eq!(&got, &expected, "step {}", step);
             }
             Op::Commit(n) | Op::Ack(n) => {
                 // Only entries the file journal still holds: the others are gone from it.

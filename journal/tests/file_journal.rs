@@ -10,7 +10,7 @@ use bytes::Bytes;
 use lockstep_journal::{
     BackendRecord, Compaction, Durability, Entry, EntryState, FileJournal, FileJournalOptions,
     Header, IdempotencyKey, Journal, JournalError, MemoryJournal, RequestRecord, ResponseRecord,
-    Seq, Topology,
+    Seq, Topology, TransactionOutcome, TransactionRecord,
 };
 
 fn time(secs: u64) -> SystemTime {
@@ -438,6 +438,29 @@ async fn torn_record_in_a_sealed_segment_is_corrupt() {
     assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
 }
 
+fn in_transaction(seq: Seq, id: &str) -> Entry {
+    entry(seq).with_transaction(Some(id.into()))
+}
+
+/// A committed transaction of `seqs`, `commits` committed with it, ended at `time(secs)`.
+fn ended(id: &str, seqs: &[Seq], commits: &[Seq], secs: u64) -> TransactionRecord {
+    TransactionRecord {
+        id: id.into(),
+        outcome: TransactionOutcome::Committed,
+        seqs: seqs.to_vec(),
+        commits: commits.iter().map(|&s| (s, response(s))).collect(),
+        time: time(secs),
+    }
+}
+
+/// An aborted transaction of `seqs`, ended at `time(secs)`.
+fn aborted(id: &str, seqs: &[Seq], secs: u64) -> TransactionRecord {
+    TransactionRecord {
+        outcome: TransactionOutcome::Aborted(format!("{id} conflicted")),
+        ..ended(id, seqs, &[], secs)
+    }
+}
+
 /// What one call returned, in a form both journals can be compared on.
 type Outcome = Result<String, String>;
 
@@ -470,6 +493,29 @@ async fn script(j: &dyn Journal) -> Vec<Outcome> {
     out.push(outcome(j.record_ack(6, "c").await));
     out.push(outcome(j.save_topology(&topology(1)).await));
     out.push(outcome(j.save_topology(&topology(2)).await));
+    // Transactions: one commits its group at once, one aborts what did not commit, one names
+    // an unknown seq, one ends twice, one expires.
+    for seq in 7..=11 {
+        let tx = if seq <= 9 { "t1" } else { "t2" };
+        out.push(outcome(j.append(in_transaction(seq, tx)).await));
+    }
+    out.push(outcome(j.record_response(8, response(8)).await));
+    out.push(outcome(
+        j.end_transaction(ended("t1", &[7, 8, 9], &[7, 8, 9], 5))
+            .await,
+    ));
+    out.push(outcome(j.end_transaction(aborted("t1", &[7], 5)).await)); // ended already
+    out.push(outcome(j.record_response(9, response(1)).await)); // after commit: ignored
+    out.push(outcome(j.commit(10, response(10)).await));
+    out.push(outcome(j.record_response(11, response(11)).await));
+    out.push(outcome(
+        j.end_transaction(aborted("t2", &[10, 11, 12], 5)).await,
+    )); // unknown
+    out.push(outcome(j.end_transaction(ended("t3", &[], &[99], 5)).await)); // unknown
+    out.push(outcome(
+        j.end_transaction(aborted("t2", &[10, 11], 5)).await,
+    ));
+    out.push(outcome(j.end_transaction(ended("t0", &[6], &[], 1)).await));
     out.push(outcome(j.expire_keys(time(3)).await));
     out.push(outcome(j.expire_keys(time(3)).await));
     out.extend(observe(j).await);
@@ -484,11 +530,14 @@ async fn observe(j: &dyn Journal) -> Vec<Outcome> {
     for (from, limit) in [(0, 100), (2, 2), (4, 10), (7, 10), (1, 0)] {
         out.push(outcome(j.read_from(from, limit).await));
     }
-    for seq in 0..=7 {
+    for seq in 0..=12 {
         out.push(outcome(j.get(seq).await));
     }
     for key in ["k1", "k2", "k3", "k4", "k5", "k6"] {
         out.push(outcome(j.find_key(key).await));
+    }
+    for id in ["t0", "t1", "t2", "t3"] {
+        out.push(outcome(j.find_transaction(id).await));
     }
     out.push(outcome(j.load_topology().await));
     out
@@ -1011,4 +1060,538 @@ async fn reads_racing_a_compaction_never_fail() {
         assert!(r.await.unwrap() > 0);
     }
     assert!(j.first_seq() > 100);
+}
+
+// --- Transactions -------------------------------------------------------------------------------
+
+async fn states(j: &dyn Journal, seqs: std::ops::RangeInclusive<Seq>) -> Vec<EntryState> {
+    let mut out = Vec::new();
+    for seq in seqs {
+        out.push(j.get(seq).await.unwrap().expect("entry is stored").state);
+    }
+    out
+}
+
+/// A crash anywhere in the write of a transaction record keeps all of its effects or none: the
+/// active segment is cut at every byte offset inside the record's frame and reopened.
+#[tokio::test]
+async fn a_transaction_commits_its_group_atomically_across_a_crash() {
+    let src = tempfile::tempdir().unwrap();
+    let group: Vec<Seq> = vec![1, 2, 4, 5];
+    let record = ended("tx", &group, &group, 7);
+    let (start, before) = {
+        let j = open(src.path(), Durability::Always);
+        for seq in 1..=5 {
+            let e = if seq == 3 {
+                entry(3)
+            } else {
+                in_transaction(seq, "tx")
+            };
+            j.append(e).await.unwrap();
+        }
+        j.record_response(2, response(2)).await.unwrap();
+        j.record_ack(2, "b").await.unwrap();
+        let before = states(&j, 1..=5).await;
+        let start = std::fs::metadata(&segment_files(src.path())[0])
+            .unwrap()
+            .len();
+        j.end_transaction(record.clone()).await.unwrap();
+        (start, before)
+    };
+    let bytes = std::fs::read(&segment_files(src.path())[0]).unwrap();
+    let end = bytes.len() as u64;
+    assert!(end - start > 100, "the record has many bytes");
+    let name = segment_files(src.path())[0].file_name().unwrap().to_owned();
+    let committed: Vec<EntryState> = (1..=5)
+        .map(|seq| {
+            if seq == 3 {
+                EntryState::Pending
+            } else {
+                EntryState::Committed(response(seq))
+            }
+        })
+        .collect();
+
+    for cut in start..=end {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(&name), &bytes[..cut as usize]).unwrap();
+        let j = open(dir.path(), Durability::Always);
+        let now = states(&j, 1..=5).await;
+        if cut == end {
+            assert_eq!(now, committed, "complete record");
+            assert_eq!(
+                j.find_transaction("tx").await.unwrap(),
+                Some(record.clone())
+            );
+            continue;
+        }
+        assert_eq!(
+            now, before,
+            "cut at {cut}: nothing of the group is committed"
+        );
+        assert_eq!(
+            j.find_transaction("tx").await.unwrap(),
+            None,
+            "cut at {cut}"
+        );
+        assert_eq!(j.get(2).await.unwrap().unwrap().acks, vec!["b".to_string()]);
+        // The torn record is gone: the transaction ends again, whole.
+        j.end_transaction(record.clone()).await.unwrap();
+        assert_eq!(states(&j, 1..=5).await, committed, "cut at {cut}");
+        if cut == start || cut == end - 1 {
+            drop(j);
+            let j = open(dir.path(), Durability::Always);
+            assert_eq!(states(&j, 1..=5).await, committed, "cut at {cut}, reopened");
+            assert_eq!(
+                j.find_transaction("tx").await.unwrap(),
+                Some(record.clone())
+            );
+        }
+    }
+}
+
+/// An aborted transaction aborts its entries that did not commit (pending, answered, aborted
+/// before) and leaves the committed ones, also those its own record commits; both journals, and
+/// the file journal again after a reopen.
+#[tokio::test]
+async fn an_aborted_transaction_aborts_what_did_not_commit() {
+    async fn run(j: &dyn Journal) -> TransactionRecord {
+        for seq in 1..=6 {
+            j.append(in_transaction(seq, "tx")).await.unwrap();
+        }
+        j.record_response(2, response(2)).await.unwrap();
+        j.commit(3, response(3)).await.unwrap();
+        j.abort(4, "timeout".into()).await.unwrap();
+        let record = TransactionRecord {
+            id: "tx".into(),
+            outcome: TransactionOutcome::Aborted("backend b diverged".into()),
+            seqs: vec![1, 2, 3, 4, 5],
+            commits: vec![(5, response(50))],
+            time: time(9),
+        };
+        j.end_transaction(record.clone()).await.unwrap();
+        // A late response changes nothing any more.
+        j.record_response(1, response(1)).await.unwrap();
+        record
+    }
+    let expected = {
+        let reason = || EntryState::Aborted("backend b diverged".into());
+        vec![
+            reason(),
+            reason(),
+            EntryState::Committed(response(3)),
+            reason(),
+            EntryState::Committed(response(50)),
+            EntryState::Pending,
+        ]
+    };
+    let memory = MemoryJournal::new();
+    let record = run(&memory).await;
+    assert_eq!(states(&memory, 1..=6).await, expected);
+    assert_eq!(
+        memory.find_transaction("tx").await.unwrap(),
+        Some(record.clone())
+    );
+
+    for durability in [Durability::Always, Durability::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path(), durability);
+        assert_eq!(run(&j).await, record);
+        assert_eq!(states(&j, 1..=6).await, expected);
+        assert_eq!(everything(&j).await, everything(&memory).await);
+        drop(j);
+        let j = open(dir.path(), durability);
+        assert_eq!(states(&j, 1..=6).await, expected);
+        assert_eq!(
+            j.find_transaction("tx").await.unwrap(),
+            Some(record.clone())
+        );
+        assert_eq!(everything(&j).await, everything(&memory).await);
+    }
+}
+
+/// A transaction ends once: a second end of its id is `TransactionEnded` and changes nothing; an
+/// end naming an unknown seq applies nothing and leaves the id free. Under `Always`, an end waits
+/// for its fsync, and of concurrent ends of one id exactly one succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_ends_once() {
+    async fn run(j: &dyn Journal) {
+        for seq in 1..=3 {
+            j.append(in_transaction(seq, "tx")).await.unwrap();
+        }
+        let err = j
+            .end_transaction(ended("tx", &[1, 2, 3, 4], &[1], 5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, JournalError::UnknownSeq { seq: 4 }), "{err}");
+        let err = j
+            .end_transaction(ended("tx", &[1], &[1, 7], 5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, JournalError::UnknownSeq { seq: 7 }), "{err}");
+        assert_eq!(states(j, 1..=3).await, vec![EntryState::Pending; 3]);
+        assert_eq!(j.find_transaction("tx").await.unwrap(), None);
+
+        j.end_transaction(ended("tx", &[1, 2], &[1, 2], 5))
+            .await
+            .unwrap();
+        let err = j.end_transaction(aborted("tx", &[3], 6)).await.unwrap_err();
+        assert!(
+            matches!(&err, JournalError::TransactionEnded { id } if id == "tx"),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "transaction tx has already ended");
+        assert_eq!(
+            states(j, 1..=3).await,
+            vec![
+                EntryState::Committed(response(1)),
+                EntryState::Committed(response(2)),
+                EntryState::Pending
+            ]
+        );
+        assert_eq!(
+            j.find_transaction("tx").await.unwrap(),
+            Some(ended("tx", &[1, 2], &[1, 2], 5))
+        );
+    }
+    run(&MemoryJournal::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let j = Arc::new(open(dir.path(), Durability::Always));
+    run(j.as_ref()).await;
+
+    // Sequential ends under `Always` each wait for an fsync.
+    j.append(entry(4)).await.unwrap();
+    let syncs = j.sync_count();
+    j.end_transaction(ended("t4", &[4], &[4], 5)).await.unwrap();
+    assert_eq!(j.sync_count(), syncs + 1);
+
+    // Racing ends of one id, most of them in one batch: one wins.
+    for seq in 5..=20 {
+        j.append(entry(seq)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for seq in 5..=20 {
+        let j = j.clone();
+        tasks.push(tokio::spawn(async move {
+            j.end_transaction(ended("race", &[seq], &[seq], 5)).await
+        }));
+    }
+    let mut winners = Vec::new();
+    for (seq, task) in (5..=20).zip(tasks) {
+        match task.await.unwrap() {
+            Ok(()) => winners.push(seq),
+            Err(JournalError::TransactionEnded { id }) => assert_eq!(id, "race"),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let winner = winners[0];
+    let record = ended("race", &[winner], &[winner], 5);
+    assert_eq!(
+        j.find_transaction("race").await.unwrap(),
+        Some(record.clone())
+    );
+    for seq in 5..=20 {
+        let state = j.get(seq).await.unwrap().unwrap().state;
+        let expected = if seq == winner {
+            EntryState::Committed(response(seq))
+        } else {
+            EntryState::Pending
+        };
+        assert_eq!(state, expected, "seq {seq}");
+    }
+    let j = Arc::into_inner(j).unwrap();
+    drop(j);
+    let j = open(dir.path(), Durability::Always);
+    assert_eq!(j.find_transaction("race").await.unwrap(), Some(record));
+}
+
+/// `expire_keys` forgets the transaction records ended before its cut-off (and counts them with
+/// the keys); they stay forgotten after a reopen, and the entries keep their states. An expired
+/// id may end again.
+#[tokio::test]
+async fn transaction_records_expire_and_stay_expired() {
+    async fn run(j: &dyn Journal) {
+        j.append(keyed(1, "k1")).await.unwrap();
+        for seq in 2..=4 {
+            j.append(in_transaction(seq, "tx")).await.unwrap();
+        }
+        j.end_transaction(ended("old", &[2], &[2], 5))
+            .await
+            .unwrap();
+        j.end_transaction(aborted("new", &[3], 20)).await.unwrap();
+        // Entry 1's time is time(1), the old record's time(5): both go; the new one stays.
+        assert_eq!(j.expire_keys(time(10)).await.unwrap(), 2);
+        assert_eq!(j.expire_keys(time(10)).await.unwrap(), 0);
+        assert_eq!(j.find_transaction("old").await.unwrap(), None);
+        assert_eq!(
+            j.find_transaction("new").await.unwrap(),
+            Some(aborted("new", &[3], 20))
+        );
+        assert_eq!(
+            states(j, 2..=3).await,
+            vec![
+                EntryState::Committed(response(2)),
+                EntryState::Aborted("new conflicted".into())
+            ]
+        );
+        // A record ended at the cut-off itself is kept.
+        assert_eq!(j.expire_keys(time(20)).await.unwrap(), 0);
+    }
+    run(&MemoryJournal::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = open(dir.path(), Durability::Batch);
+        run(&j).await;
+    }
+    let j = open(dir.path(), Durability::Batch);
+    assert_eq!(j.find_transaction("old").await.unwrap(), None);
+    assert_eq!(
+        j.find_transaction("new").await.unwrap(),
+        Some(aborted("new", &[3], 20))
+    );
+    assert_eq!(
+        states(&j, 2..=3).await,
+        vec![
+            EntryState::Committed(response(2)),
+            EntryState::Aborted("new conflicted".into())
+        ]
+    );
+    // The forgotten id may end again; that record is kept across a reopen.
+    j.end_transaction(ended("old", &[4], &[4], 30))
+        .await
+        .unwrap();
+    assert_eq!(j.expire_keys(time(21)).await.unwrap(), 1);
+    drop(j);
+    let j = open(dir.path(), Durability::Batch);
+    assert_eq!(j.find_transaction("new").await.unwrap(), None);
+    assert_eq!(
+        j.find_transaction("old").await.unwrap(),
+        Some(ended("old", &[4], &[4], 30))
+    );
+}
+
+/// The segment holding the record of transaction `id` (found by its kind, 11, followed by its
+/// id: in an append the id follows a seq, whose high byte is 0 here).
+fn segment_of_transaction(dir: &Path, id: &str) -> u64 {
+    let mut needle = vec![11];
+    needle.extend_from_slice(&(id.len() as u32).to_le_bytes());
+    needle.extend_from_slice(id.as_bytes());
+    let found: Vec<u64> = segment_numbers(dir)
+        .into_iter()
+        .filter(|&n| {
+            let bytes = std::fs::read(segment_path(dir, n)).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "the record of {id} is in segments {found:?}"
+    );
+    found[0]
+}
+
+/// A transaction record not yet expired keeps its segment (and every later one) from
+/// compaction, also after its entries were dropped; the record is still found whole, also after
+/// a reopen. Once it expired, the segment goes.
+#[tokio::test]
+async fn compaction_keeps_a_segment_holding_a_live_transaction_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(Durability::Always);
+    let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+    j.save_topology(&topology(1)).await.unwrap();
+    // Entries 2 and 3 belong to the transaction; it ends several segments later.
+    for seq in 1..=12 {
+        let e = if seq == 2 || seq == 3 {
+            in_transaction(seq, "the-tx")
+        } else {
+            entry(seq)
+        };
+        j.append(e).await.unwrap();
+        if seq != 2 && seq != 3 {
+            j.commit(seq, response(seq)).await.unwrap();
+        }
+    }
+    let record = TransactionRecord {
+        id: "the-tx".into(),
+        outcome: TransactionOutcome::Committed,
+        seqs: vec![2, 3],
+        commits: vec![(2, response(2)), (3, response(3))],
+        time: time(12),
+    };
+    j.end_transaction(record.clone()).await.unwrap();
+    for seq in 13..=30 {
+        j.append(entry(seq)).await.unwrap();
+        j.commit(seq, response(seq)).await.unwrap();
+    }
+    let held = segment_of_transaction(dir.path(), "the-tx");
+    assert!(
+        segment_of(dir.path(), 3) < held,
+        "the entries lie before the record"
+    );
+    assert!(*segment_numbers(dir.path()).last().unwrap() > held + 1);
+    let all: Vec<Seq> = (1..=30).collect();
+    let before = everything(&j).await;
+
+    // Everything up to the record's segment goes (its entries with it); it and the later ones
+    // stay.
+    let done = j.compact(30).await.unwrap();
+    assert_eq!(segment_numbers(dir.path())[0], held);
+    assert!(done.dropped_entries >= 3, "{done:?}");
+    assert_eq!(j.get(3).await.unwrap(), None);
+    assert_eq!(
+        everything(&j).await,
+        before[done.first_seq as usize - 1..].to_vec()
+    );
+    assert_eq!(
+        j.find_transaction("the-tx").await.unwrap(),
+        Some(record.clone())
+    );
+    let compacted = state(&j, &[]).await;
+    drop(j);
+
+    // Its entries are gone from the history but the record is replayed: not damage.
+    let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+    assert_eq!(state(&j, &[]).await, compacted);
+    assert_eq!(
+        j.find_transaction("the-tx").await.unwrap(),
+        Some(record.clone())
+    );
+    assert_eq!(j.compact(30).await.unwrap().dropped_entries, 0);
+
+    // Expired, it no longer holds its segment.
+    assert_eq!(j.expire_keys(time(13)).await.unwrap(), 1);
+    assert_eq!(j.find_transaction("the-tx").await.unwrap(), None);
+    let (doomed, _) = expected_drop(
+        dir.path(),
+        &all[compacted.first_seq as usize - 1..],
+        30,
+        &[],
+    );
+    assert_eq!(doomed.first(), Some(&held));
+    let done = j.compact(30).await.unwrap();
+    assert!(done.dropped_entries > 0);
+    assert!(segment_numbers(dir.path())[0] > held);
+    drop(j);
+    let j = FileJournal::open_with(dir.path(), options).unwrap();
+    assert_eq!(j.find_transaction("the-tx").await.unwrap(), None);
+    assert_eq!(j.load_topology().await.unwrap(), Some(topology(1)));
+}
+
+/// A crash during a compaction can leave deleted segments behind holding expired transaction
+/// records, without the records that expired them: reopening forgets those records again, and a
+/// later record of the same id wins.
+#[tokio::test]
+async fn records_in_segments_a_compaction_left_behind_stay_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(Durability::Never);
+    let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+    j.append(entry(1)).await.unwrap();
+    j.append(entry(2)).await.unwrap();
+    j.end_transaction(ended("gone", &[1], &[1], 1))
+        .await
+        .unwrap();
+    j.end_transaction(ended("again", &[2], &[2], 1))
+        .await
+        .unwrap();
+    assert_eq!(segment_numbers(dir.path()), vec![0]);
+    let first = std::fs::read(segment_path(dir.path(), 0)).unwrap();
+    for seq in 3..=6 {
+        j.append(entry(seq)).await.unwrap();
+    }
+    assert_eq!(j.expire_keys(time(2)).await.unwrap(), 2);
+    for seq in 7..=14 {
+        j.append(entry(seq)).await.unwrap();
+    }
+    // The id ends again after its record expired: a new record.
+    j.end_transaction(aborted("again", &[14], 40))
+        .await
+        .unwrap();
+    for seq in 15..=24 {
+        j.append(entry(seq)).await.unwrap();
+    }
+    let done = j.compact(12).await.unwrap();
+    // The segment holding the expiry (written before entry 7) went too.
+    let kept_from = segment_numbers(dir.path())[0];
+    assert!(segment_of(dir.path(), 13) >= kept_from);
+    assert!(done.first_seq > 7, "{done:?}");
+    let kept = state(&j, &[]).await;
+    drop(j);
+
+    // Segment 0 is back, as if the crash came before it was deleted.
+    std::fs::write(segment_path(dir.path(), 0), &first).unwrap();
+    let j = FileJournal::open_with(dir.path(), options).unwrap();
+    assert!(!segment_path(dir.path(), 0).exists());
+    assert_eq!(state(&j, &[]).await, kept);
+    assert_eq!(j.find_transaction("gone").await.unwrap(), None);
+    assert_eq!(
+        j.find_transaction("again").await.unwrap(),
+        Some(aborted("again", &[14], 40))
+    );
+    assert_eq!(j.expire_keys(time(39)).await.unwrap(), 0);
+}
+
+/// Transaction records, and appends carrying a transaction id, only ever go to version-2
+/// segments: a version-1 active segment is sealed first, and such a record in a version-1
+/// segment is damage.
+#[tokio::test]
+async fn transaction_records_go_to_a_version_2_segment() {
+    for with_id in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = small_segments(Durability::Batch);
+        {
+            let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+            fill(&j, 6, &[]).await;
+        }
+        let numbers = segment_numbers(dir.path());
+        for &n in &numbers {
+            set_version(dir.path(), n, 1);
+        }
+        let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+        let what = if with_id {
+            j.append(in_transaction(7, "tx")).await.unwrap();
+            "append record with a transaction id"
+        } else {
+            j.end_transaction(aborted("tx", &[6], 7)).await.unwrap();
+            "transaction record"
+        };
+        let newest = *segment_numbers(dir.path()).last().unwrap();
+        assert_eq!(newest, numbers.last().unwrap() + 1);
+        assert_eq!(version_of(dir.path(), newest), 2);
+        let after = state(&j, &[]).await;
+        drop(j);
+        let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
+        assert_eq!(state(&j, &[]).await, after);
+        drop(j);
+
+        set_version(dir.path(), newest, 1);
+        let err = FileJournal::open_with(dir.path(), options).unwrap_err();
+        assert!(
+            matches!(&err, JournalError::Corrupt { detail, .. }
+                if detail.contains(&format!("{what} in a version 1 segment"))),
+            "{err}"
+        );
+    }
+}
+
+/// Every entry of a transaction read at once takes its state from the one record.
+#[tokio::test]
+async fn a_large_transaction_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), Durability::Never);
+    for seq in 1..=200 {
+        j.append(in_transaction(seq, "big")).await.unwrap();
+    }
+    let seqs: Vec<Seq> = (1..=200).collect();
+    j.end_transaction(ended("big", &seqs, &seqs, 3))
+        .await
+        .unwrap();
+    let all = everything(&j).await;
+    assert_eq!(all.len(), 200);
+    for e in &all {
+        assert_eq!(e.state, EntryState::Committed(response(e.seq)));
+        assert_eq!(e.transaction.as_deref(), Some("big"));
+    }
+    assert_eq!(j.read_from(150, 3).await.unwrap(), all[149..152].to_vec());
 }

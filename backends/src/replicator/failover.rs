@@ -35,7 +35,12 @@ impl Replicator {
     pub async fn fail_over(self: &Arc<Self>, lost: &str, reason: &str) {
         let _one_change = self.topology_change.lock().await;
         let started = Instant::now();
-        self.fence();
+        self.fence_all();
+        if self.pool.primary().name == lost {
+            // Their tentative requests die with the primary; the drain would wait for them.
+            self.abort_for_failover(&format!("the primary {lost} failed: {reason}"))
+                .await;
+        }
         self.drain().await;
         let mut lost = lost.to_owned();
         let mut reason = reason.to_owned();

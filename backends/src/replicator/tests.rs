@@ -756,3 +756,228 @@ async fn a_replay_keeps_the_order_clients_saw_across_lanes() {
     let seqs: Vec<u64> = fakes.processed("d").iter().map(|(_, s)| *s).collect();
     assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
 }
+
+mod transactions {
+    use super::*;
+    use crate::{TxnError, TxnMode};
+
+    fn key(mode: TxnMode, id: &str) -> String {
+        Replicator::transaction_key(mode, "scope", id)
+    }
+
+    async fn txn(
+        r: &Arc<Replicator>,
+        mode: TxnMode,
+        id: &str,
+        lane: &str,
+        uri: &str,
+        commit: bool,
+    ) -> Result<crate::TxnReply, TxnError> {
+        r.submit_in_transaction(post(lane, uri), id, &key(mode, id), mode, commit)
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_holds_its_lane_until_it_ends() {
+        for mode in [TxnMode::PerRequest, TxnMode::PerTransaction] {
+            let (r, fakes, journal) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+            txn(&r, mode, "t1", "acct", "/acct/withdraw", false)
+                .await
+                .unwrap();
+            // Another request on the lane waits; one on another lane does not.
+            let waiting = {
+                let r = r.clone();
+                tokio::spawn(async move { r.submit(post("acct", "/acct/other")).await })
+            };
+            r.submit(post("elsewhere", "/else/1")).await.unwrap();
+            assert!(!waiting.is_finished(), "{mode:?}: the held lane waits");
+            let last = txn(&r, mode, "t1", "acct", "/acct/deposit", true)
+                .await
+                .unwrap();
+            let outcome = last.outcome.unwrap();
+            assert_eq!(outcome.outcome, "committed");
+            assert_eq!(outcome.seqs.len(), 2);
+            let other = waiting.await.unwrap().unwrap();
+            assert!(other.seq > outcome.seqs[1]);
+            // Every copy saw the lane's requests in the same order, nothing interleaved.
+            let lane = |b: &str| -> Vec<String> {
+                fakes
+                    .processed(b)
+                    .into_iter()
+                    .map(|(u, _)| u)
+                    .filter(|u| u.starts_with("/acct/"))
+                    .collect()
+            };
+            assert_eq!(
+                lane("a"),
+                ["/acct/withdraw", "/acct/deposit", "/acct/other"],
+                "{mode:?}"
+            );
+            assert_eq!(lane("b"), lane("a"), "{mode:?}");
+            assert_eq!(lane("c"), lane("a"), "{mode:?}");
+            let record = journal
+                .find_transaction(&key(mode, "t1"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.seqs, outcome.seqs);
+            for seq in outcome.seqs {
+                assert!(matches!(
+                    journal.get(seq).await.unwrap().unwrap().state,
+                    EntryState::Committed(_)
+                ));
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn per_transaction_requests_are_tentative_until_the_commit() {
+        let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+        let first = txn(&r, TxnMode::PerTransaction, "t", "x", "/x/1", false)
+            .await
+            .unwrap();
+        assert!(first.tentative);
+        assert_eq!(fakes.processed("a").len(), 1);
+        assert!(
+            fakes.processed("b").is_empty(),
+            "the backups wait for the commit"
+        );
+        txn(&r, TxnMode::PerTransaction, "t", "x", "/x/2", false)
+            .await
+            .unwrap();
+        let outcome = r
+            .commit_transaction(&key(TxnMode::PerTransaction, "t"))
+            .await
+            .unwrap();
+        assert_eq!(outcome.outcome, "committed");
+        assert_eq!(fakes.state("b"), fakes.state("a"));
+        assert_eq!(fakes.state("c"), fakes.state("a"));
+        assert_eq!(r.committed_seq(), 2);
+        // A retried commit answers the same outcome.
+        let again = r
+            .commit_transaction(&key(TxnMode::PerTransaction, "t"))
+            .await
+            .unwrap();
+        assert_eq!(again, outcome);
+        // The transaction is over: a further request with its id is refused.
+        assert!(matches!(
+            txn(&r, TxnMode::PerTransaction, "t", "x", "/x/3", false).await,
+            Err(TxnError::Committed { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn aborting_a_per_transaction_transaction_rolls_the_primary_back() {
+        let (r, fakes, journal) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+        r.submit(post("x", "/x/0")).await.unwrap();
+        txn(&r, TxnMode::PerTransaction, "t", "x", "/x/1", false)
+            .await
+            .unwrap();
+        let outcome = r
+            .abort_transaction(&key(TxnMode::PerTransaction, "t"), "the client gave up")
+            .await
+            .unwrap();
+        assert_eq!(outcome.outcome, "aborted");
+        // The old primary holds /x/1, nobody else does: a backup took over, a is suspect.
+        assert_ne!(r.pool().primary().name, "a");
+        assert_eq!(r.pool().get("a").unwrap().state(), BackendState::Suspect);
+        assert_eq!(fakes.state("b"), fakes.state("c"));
+        assert_eq!(fakes.state("b").get("x"), Some(&1));
+        assert!(matches!(
+            journal.get(2).await.unwrap().unwrap().state,
+            EntryState::Aborted(_)
+        ));
+        // The lane is free and the backups are in-sync: traffic goes on.
+        r.submit(post("x", "/x/after")).await.unwrap();
+        assert_eq!(fakes.state("b"), fakes.state("c"));
+        assert_eq!(r.committed_seq(), r.last_seq());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_per_request_transaction_cannot_be_aborted_once_replicated() {
+        let (r, _fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+        txn(&r, TxnMode::PerRequest, "t", "x", "/x/1", false)
+            .await
+            .unwrap();
+        let err = r
+            .abort_transaction(&key(TxnMode::PerRequest, "t"), "no")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, TxnError::NotAbortable { seqs, .. } if seqs.len() == 1),
+            "{err}"
+        );
+        // It can still commit.
+        let outcome = r
+            .commit_transaction(&key(TxnMode::PerRequest, "t"))
+            .await
+            .unwrap();
+        assert_eq!(outcome.outcome, "committed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_transactions_end_after_the_timeout() {
+        let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+        txn(&r, TxnMode::PerRequest, "rq", "x", "/x/1", false)
+            .await
+            .unwrap();
+        txn(&r, TxnMode::PerTransaction, "tx", "y", "/y/1", false)
+            .await
+            .unwrap();
+        assert_eq!(r.expire_transactions(Duration::from_secs(60)).await, 0);
+        assert_eq!(r.expire_transactions(Duration::ZERO).await, 2);
+        assert_eq!(r.open_transactions(), 0);
+        // per-request: its request stays applied everywhere; per-transaction: rolled back.
+        assert_eq!(fakes.state("b").get("x"), Some(&1));
+        assert_eq!(fakes.state("b").get("y"), None);
+        assert_eq!(r.pool().get("a").unwrap().state(), BackendState::Suspect);
+        for (mode, id) in [(TxnMode::PerRequest, "rq"), (TxnMode::PerTransaction, "tx")] {
+            assert!(matches!(
+                r.commit_transaction(&key(mode, id)).await,
+                Err(TxnError::Aborted { reason, .. }) if reason.contains("expired")
+            ));
+        }
+        // Both lanes are free.
+        r.submit(post("x", "/x/2")).await.unwrap();
+        r.submit(post("y", "/y/2")).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failover_aborts_open_per_transaction_transactions() {
+        let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+        txn(&r, TxnMode::PerTransaction, "t", "x", "/x/1", false)
+            .await
+            .unwrap();
+        fakes.set(
+            "a",
+            Behaviour {
+                refuse: true,
+                ..Default::default()
+            },
+        );
+        let err = txn(&r, TxnMode::PerTransaction, "t", "x", "/x/2", true)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TxnError::Aborted { .. }), "{err}");
+        // The failover happened; the survivors agree and never saw the transaction.
+        let mut events = r.events().subscribe();
+        while r.pool().primary().name == "a" {
+            let _ = events.recv().await;
+        }
+        r.submit(post("x", "/x/after")).await.unwrap();
+        assert_eq!(fakes.state("b"), fakes.state("c"));
+        assert_eq!(fakes.state("b").get("x"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn per_transaction_mode_needs_an_in_sync_backup() {
+        let (r, _fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+        for b in ["b", "c"] {
+            r.pool().get(b).unwrap().set_state(BackendState::Lagging);
+        }
+        assert!(matches!(
+            txn(&r, TxnMode::PerTransaction, "t", "x", "/x/1", false).await,
+            Err(TxnError::NoBackup)
+        ));
+    }
+}

@@ -195,8 +195,14 @@ impl GatewayProc {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // The admin listener answers and the data listener accepts (pingora binds each
+            // service's listener on its own runtime, so one may be up before the other).
+            let data_up = || {
+                std::net::TcpStream::connect_timeout(&self.gateway, Duration::from_millis(200))
+                    .is_ok()
+            };
             if let Some(status) = blocking_get(self.admin, "/status") {
-                if status.contains("\"primary\"") {
+                if status.contains("\"primary\"") && data_up() {
                     return;
                 }
             }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::{
     BackendRecord, Entry, EntryState, Header, IdempotencyKey, RequestRecord, ResponseRecord, Seq,
-    Topology,
+    Topology, TransactionOutcome, TransactionRecord,
 };
 
 /// Bytes before a record's body: its length and its CRC32.
@@ -34,6 +34,8 @@ const KIND_DISPATCH: u8 = 8;
 const KIND_UNDELIVERED: u8 = 9;
 /// Only in segments of format version 2 and later (see `segment`).
 const KIND_COMPACTED: u8 = 10;
+/// Only in segments of format version 2 and later (see `segment`).
+const KIND_TRANSACTION: u8 = 11;
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +80,8 @@ pub(super) enum Record {
         first_seq: Seq,
         first_segment: u64,
     },
+    /// A transaction ended: its commits, and its outcome on its other entries, in one record.
+    Transaction(TransactionRecord),
 }
 
 /// Why a frame or body could not be read.
@@ -254,8 +258,43 @@ pub(super) fn encode_append(entry: &Entry) -> Vec<u8> {
             e.str(&key.fingerprint);
         }
     }
-    // Last, so that records written before the field existed still decode (see `decode`).
+    // Trailing fields, so that records written before they existed still decode (see
+    // `decode`): `after` always, the transaction id only when there is one.
     e.u64(entry.after);
+    if let Some(id) = &entry.transaction {
+        e.str(id);
+    }
+    e.finish()
+}
+
+pub(super) fn encode_transaction(t: &TransactionRecord) -> Vec<u8> {
+    let responses: usize = t
+        .commits
+        .iter()
+        .map(|(_, r)| 16 + headers_size(&r.headers) + r.body.len())
+        .sum();
+    let mut e = Encoder::new(
+        KIND_TRANSACTION,
+        32 + t.id.len() + 8 * t.seqs.len() + responses,
+    );
+    e.str(&t.id);
+    e.time(t.time);
+    match &t.outcome {
+        TransactionOutcome::Committed => e.0.push(0),
+        TransactionOutcome::Aborted(reason) => {
+            e.0.push(1);
+            e.str(reason);
+        }
+    }
+    e.u32(t.seqs.len() as u32);
+    for &seq in &t.seqs {
+        e.u64(seq);
+    }
+    e.u32(t.commits.len() as u32);
+    for (seq, response) in &t.commits {
+        e.u64(*seq);
+        e.response(response);
+    }
     e.finish()
 }
 
@@ -324,7 +363,29 @@ pub(super) fn encode(record: &Record) -> Vec<u8> {
             first_seq,
             first_segment,
         } => encode_compacted(*first_seq, *first_segment),
+        Record::Transaction(t) => encode_transaction(t),
     }
+}
+
+/// The frame of `record` as a build from before the append's trailing fields wrote it, when that
+/// form decodes to `record` too (an append with `after` at its most careful value and no
+/// transaction); `None` otherwise. Together with [`encode`], the only frames a record is read
+/// from.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(super) fn legacy_frame(record: &Record) -> Option<Vec<u8>> {
+    let Record::Append(entry) = record else {
+        return None;
+    };
+    if entry.after != entry.seq.saturating_sub(1) || entry.transaction.is_some() {
+        return None;
+    }
+    let frame = encode_append(entry);
+    let body = &frame[FRAME_HEADER..frame.len() - 8];
+    let mut legacy = Vec::with_capacity(FRAME_HEADER + body.len());
+    legacy.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    legacy.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    legacy.extend_from_slice(body);
+    Some(legacy)
 }
 
 pub(super) fn encode_compacted(first_seq: Seq, first_segment: u64) -> Vec<u8> {
@@ -472,6 +533,13 @@ pub(super) fn decode(body: &[u8]) -> Result<Record, String> {
             if after >= seq && seq > 0 {
                 return Err(format!("entry {seq} is ordered after {after}"));
             }
+            // Absent when the entry belongs to no transaction (and in records written before it
+            // existed).
+            let transaction = if d.0.is_empty() {
+                None
+            } else {
+                Some(d.string()?)
+            };
             Record::Append(Box::new(Entry {
                 seq,
                 lane,
@@ -483,6 +551,7 @@ pub(super) fn decode(body: &[u8]) -> Result<Record, String> {
                 dispatched: Vec::new(),
                 undelivered: Vec::new(),
                 idempotency,
+                transaction,
             }))
         }
         KIND_RESPONSE => Record::Response {
@@ -539,6 +608,33 @@ pub(super) fn decode(body: &[u8]) -> Result<Record, String> {
                 first_seq,
                 first_segment: d.u64()?,
             }
+        }
+        KIND_TRANSACTION => {
+            let id = d.string()?;
+            let time = d.time()?;
+            let outcome = match d.u8()? {
+                0 => TransactionOutcome::Committed,
+                1 => TransactionOutcome::Aborted(d.string()?),
+                other => return Err(format!("unknown transaction outcome {other}")),
+            };
+            let n = d.count(8)?;
+            let mut seqs = Vec::with_capacity(n);
+            for _ in 0..n {
+                seqs.push(d.u64()?);
+            }
+            // seq, status, header count, body length.
+            let n = d.count(18)?;
+            let mut commits = Vec::with_capacity(n);
+            for _ in 0..n {
+                commits.push((d.u64()?, d.response()?));
+            }
+            Record::Transaction(TransactionRecord {
+                id,
+                outcome,
+                seqs,
+                commits,
+                time,
+            })
         }
         other => return Err(format!("unknown record kind {other}")),
     };

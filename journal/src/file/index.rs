@@ -1,12 +1,14 @@
 //! The in-memory index of the file journal: per entry only small metadata (time, where its
-//! records lie, its state, its acks); request and response bodies stay on disk.
+//! records lie, its state, its acks), per transaction record its time and where it lies; request
+//! and response bodies stay on disk.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::codec::Record;
-use crate::{EntryState, Seq, Topology};
+use super::segment;
+use crate::{EntryState, Seq, Topology, TransactionOutcome};
 
 /// Where one record lies: segment number, byte offset of its frame, frame length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +23,42 @@ pub(super) struct Loc {
 pub(super) enum StateAt {
     /// Pending, as appended.
     Pending,
-    /// A non-pending state carried by the append record itself.
-    InAppend,
+    /// A non-pending state carried by the append record itself (committed or not).
+    InAppend { committed: bool },
+    /// In a `Response` record.
     Answered(Loc),
+    /// In a `Commit` or `Transaction` record.
     Committed(Loc),
+    /// In an `Abort` or `Transaction` record.
     Aborted(Loc),
+}
+
+impl StateAt {
+    /// The state an entry is appended with.
+    pub(super) fn of_append(state: &EntryState) -> StateAt {
+        match state {
+            EntryState::Pending => StateAt::Pending,
+            EntryState::Committed(_) => StateAt::InAppend { committed: true },
+            EntryState::Answered(_) | EntryState::Aborted(_) => {
+                StateAt::InAppend { committed: false }
+            }
+        }
+    }
+
+    fn is_committed(self) -> bool {
+        matches!(
+            self,
+            StateAt::Committed(_) | StateAt::InAppend { committed: true }
+        )
+    }
+}
+
+/// A transaction record the index keeps (until it expires): the record itself, with its
+/// responses, is read back from its segment, which compaction keeps meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ended {
+    pub(super) time: SystemTime,
+    pub(super) loc: Loc,
 }
 
 #[derive(Debug, Clone)]
@@ -50,7 +83,10 @@ pub(super) enum Change {
         time: SystemTime,
         key: Option<String>,
         acks: Vec<String>,
-        pending: bool,
+        /// [`StateAt::Pending`] or [`StateAt::InAppend`].
+        state: StateAt,
+        /// Whether it carries a transaction id (a field only format version 2 has).
+        transaction: bool,
     },
     Response(Seq),
     Ack(Seq, String),
@@ -66,6 +102,15 @@ pub(super) enum Change {
         first_seq: Seq,
         first_segment: u64,
     },
+    /// A transaction ended: `commits` are committed, and when it `aborted`, the entries of
+    /// `seqs` not committed are aborted.
+    Transaction {
+        id: String,
+        time: SystemTime,
+        aborted: bool,
+        seqs: Vec<Seq>,
+        commits: Vec<Seq>,
+    },
 }
 
 impl Change {
@@ -79,7 +124,8 @@ impl Change {
                     time: entry.time,
                     key: entry.idempotency.map(|k| k.scoped),
                     acks: entry.acks,
-                    pending: matches!(entry.state, EntryState::Pending),
+                    state: StateAt::of_append(&entry.state),
+                    transaction: entry.transaction.is_some(),
                 }
             }
             Record::Response { seq, .. } => Change::Response(seq),
@@ -97,6 +143,35 @@ impl Change {
                 first_seq,
                 first_segment,
             },
+            Record::Transaction(t) => Change::Transaction {
+                id: t.id,
+                time: t.time,
+                aborted: matches!(t.outcome, TransactionOutcome::Aborted(_)),
+                seqs: t.seqs,
+                commits: t.commits.into_iter().map(|(seq, _)| seq).collect(),
+            },
+        }
+    }
+
+    /// The entries a transaction record names, which must all be in the index: its seqs, then
+    /// those of its commits. Empty for any other change.
+    pub(super) fn named_seqs(&self) -> impl Iterator<Item = Seq> + '_ {
+        let (seqs, commits): (&[Seq], &[Seq]) = match self {
+            Change::Transaction { seqs, commits, .. } => (seqs, commits),
+            _ => (&[], &[]),
+        };
+        seqs.iter().chain(commits).copied()
+    }
+
+    /// The oldest segment format that has this change's record.
+    pub(super) fn format_since(&self) -> u32 {
+        match self {
+            Change::Compacted { .. } => segment::COMPACTED_SINCE,
+            Change::Transaction { .. }
+            | Change::Append {
+                transaction: true, ..
+            } => segment::TRANSACTIONS_SINCE,
+            _ => segment::OLDEST_FORMAT_VERSION,
         }
     }
 
@@ -110,7 +185,10 @@ impl Change {
             | Change::Undelivered(seq, _)
             | Change::Commit(seq)
             | Change::Abort(seq) => Some(*seq),
-            Change::ExpireKeys(_) | Change::Topology(_) | Change::Compacted { .. } => None,
+            Change::ExpireKeys(_)
+            | Change::Topology(_)
+            | Change::Compacted { .. }
+            | Change::Transaction { .. } => None,
         }
     }
 
@@ -142,6 +220,8 @@ pub(super) struct Index {
     pub(super) entries: BTreeMap<Seq, Meta>,
     /// Scoped idempotency key → seq.
     pub(super) keys: HashMap<String, Seq>,
+    /// Transaction id → its record, until the record expires.
+    pub(super) transactions: HashMap<String, Ended>,
     pub(super) topology: Option<Topology>,
     /// The segment holding the record of `topology`.
     topology_segment: Option<u64>,
@@ -165,8 +245,9 @@ impl Index {
         n
     }
 
-    /// Applies `change`, whose record lies at `loc`. Returns the number of keys expired (for
-    /// [`Change::ExpireKeys`]). An append is inserted with `durable` as given; the caller marks it
+    /// Applies `change`, whose record lies at `loc`. Returns the number of keys and transaction
+    /// records expired (for [`Change::ExpireKeys`]), or of entries dropped (for
+    /// [`Change::Compacted`]). An append is inserted with `durable` as given; the caller marks it
     /// durable later with [`Index::mark_durable`] when an fsync is still due.
     pub(super) fn apply(
         &mut self,
@@ -181,7 +262,8 @@ impl Index {
                 time,
                 key,
                 acks,
-                pending,
+                state,
+                transaction: _,
             } => {
                 if self.entries.contains_key(&seq) {
                     return Err(format!("entry {seq} is appended twice"));
@@ -200,11 +282,7 @@ impl Index {
                     Meta {
                         time,
                         append: loc,
-                        state: if pending {
-                            StateAt::Pending
-                        } else {
-                            StateAt::InAppend
-                        },
+                        state,
                         acks,
                         dispatched: Vec::new(),
                         undelivered: Vec::new(),
@@ -246,12 +324,39 @@ impl Index {
                 let meta = self.entries.get_mut(&seq).ok_or_else(|| missing(seq))?;
                 meta.state = StateAt::Aborted(loc);
             }
+            Change::Transaction {
+                id,
+                time,
+                aborted,
+                seqs,
+                commits,
+            } => {
+                // Entries it names that are not in the index were dropped by a compaction (the
+                // writer checks them, recovery sets them aside): the rest takes its effects.
+                for seq in commits {
+                    if let Some(meta) = self.entries.get_mut(&seq) {
+                        meta.state = StateAt::Committed(loc);
+                    }
+                }
+                if aborted {
+                    for seq in seqs {
+                        let meta = self.entries.get_mut(&seq);
+                        if let Some(meta) = meta.filter(|m| !m.state.is_committed()) {
+                            meta.state = StateAt::Aborted(loc);
+                        }
+                    }
+                }
+                // A record of the same id kept already is only ever one a compaction dropped
+                // (its file, left behind by a crash, was replayed): the later one wins.
+                self.transactions.insert(id, Ended { time, loc });
+            }
             Change::ExpireKeys(before) => {
                 let entries = &self.entries;
-                let n = self.keys.len();
+                let n = self.keys.len() + self.transactions.len();
                 self.keys
                     .retain(|_, seq| entries.get(seq).is_some_and(|m| m.time >= before));
-                return Ok(n - self.keys.len());
+                self.transactions.retain(|_, t| t.time >= before);
+                return Ok(n - self.keys.len() - self.transactions.len());
             }
             Change::Topology(t) => {
                 self.topology = Some(t);
@@ -275,14 +380,17 @@ impl Index {
         seq <= self.compacted_through || self.entries.contains_key(&seq)
     }
 
-    /// Forgets the entries appended in segments below `first_segment`, and their keys; returns
-    /// how many entries went.
+    /// Forgets the entries appended in segments below `first_segment`, and their keys, and the
+    /// transaction records in those segments (only ever expired ones, replayed from files a
+    /// crash left behind); returns how many entries went.
     fn compact(&mut self, first_seq: Seq, first_segment: u64) -> usize {
         let before = self.entries.len();
         self.entries
             .retain(|_, meta| meta.append.segment >= first_segment);
         let entries = &self.entries;
         self.keys.retain(|_, seq| entries.contains_key(seq));
+        self.transactions
+            .retain(|_, t| t.loc.segment >= first_segment);
         self.compacted_through = self.compacted_through.max(first_seq.saturating_sub(1));
         self.first_segment = self.first_segment.max(first_segment);
         // Every dropped seq is below `first_seq`: after a restart that leaves no entry, the next
@@ -293,7 +401,8 @@ impl Index {
 
     /// What compacting through `through` may drop while `active` is the segment being written:
     /// the sealed segments from the oldest on whose entries all have `seq <= through`, are
-    /// durable and hold no live idempotency key, up to the first that does not qualify.
+    /// durable and hold no live idempotency key, and which hold no transaction record not yet
+    /// expired, up to the first that does not qualify.
     pub(super) fn plan_compaction(&self, through: Seq, active: u64) -> Plan {
         let live: HashSet<Seq> = self.keys.values().copied().collect();
         // Per segment: the highest seq appended in it, and whether it must stay.
@@ -302,6 +411,9 @@ impl Index {
             let s = segments.entry(meta.append.segment).or_insert((0, false));
             s.0 = s.0.max(seq);
             s.1 |= seq > through || !meta.durable || live.contains(&seq);
+        }
+        for t in self.transactions.values() {
+            segments.entry(t.loc.segment).or_insert((0, false)).1 = true;
         }
         let mut drop = Vec::new();
         let mut highest = None;

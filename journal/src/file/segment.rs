@@ -9,12 +9,28 @@ use super::codec::{self, FRAME_HEADER, FrameError, Record};
 pub(super) const MAGIC: &[u8; 8] = b"LSJOURNL";
 /// The record format this build writes. Bump it on any incompatible change.
 ///
-/// Version 2 added the `Compacted` record; otherwise it is version 1.
+/// Version 2 added the `Compacted` and `Transaction` records and the transaction id of an
+/// append; otherwise it is version 1.
 pub(super) const FORMAT_VERSION: u32 = 2;
 /// The oldest format this build still reads.
 pub(super) const OLDEST_FORMAT_VERSION: u32 = 1;
 /// The first format with the `Compacted` record.
 pub(super) const COMPACTED_SINCE: u32 = 2;
+/// The first format with the `Transaction` record and the transaction id of an append.
+pub(super) const TRANSACTIONS_SINCE: u32 = 2;
+
+/// The oldest format that has `record`, and what it is (for the error when an older segment
+/// holds it).
+pub(super) fn format_of(record: &Record) -> (u32, &'static str) {
+    match record {
+        Record::Compacted { .. } => (COMPACTED_SINCE, "compaction record"),
+        Record::Transaction(_) => (TRANSACTIONS_SINCE, "transaction record"),
+        Record::Append(entry) if entry.transaction.is_some() => {
+            (TRANSACTIONS_SINCE, "append record with a transaction id")
+        }
+        _ => (OLDEST_FORMAT_VERSION, "record"),
+    }
+}
 /// magic:8  format_version:u32  flags:u32 (none defined: zero)
 pub(super) const HEADER_LEN: u64 = 16;
 
@@ -109,10 +125,11 @@ pub(super) fn scan(
     while offset < buf.len() {
         match codec::read_frame(&buf[offset..]) {
             Ok((record, len)) => {
-                if version < COMPACTED_SINCE && matches!(record, Record::Compacted { .. }) {
+                let (since, what) = format_of(&record);
+                if version < since {
                     return Err(Damage {
                         offset: offset as u64,
-                        detail: format!("compaction record in a version {version} segment"),
+                        detail: format!("{what} in a version {version} segment"),
                     });
                 }
                 apply(offset as u64, len as u32, record).map_err(|detail| Damage {

@@ -177,13 +177,30 @@ impl Writer {
             return;
         }
 
-        // Check every request against the index and the appends before it in this batch.
+        // Check every request against the index and the appends (and transaction ends) before it
+        // in this batch.
         let mut accepted = Vec::with_capacity(batch.len());
         {
             let index = self.shared.index.lock();
             let mut appended = HashSet::new();
+            let mut ended = HashSet::new();
+            let known = |seq: &Seq, appended: &HashSet<Seq>| {
+                index.entries.contains_key(seq) || appended.contains(seq)
+            };
             for r in batch {
                 let verdict = match (&r.change, r.change.seq()) {
+                    (Change::Transaction { id, .. }, _) => {
+                        if index.transactions.contains_key(id) || ended.contains(id) {
+                            Err(JournalError::TransactionEnded { id: id.clone() })
+                        } else if let Some(seq) =
+                            r.change.named_seqs().find(|s| !known(s, &appended))
+                        {
+                            Err(JournalError::UnknownSeq { seq })
+                        } else {
+                            ended.insert(id.clone());
+                            Ok(())
+                        }
+                    }
                     (Change::Append { .. }, Some(seq)) => {
                         if index.is_taken(seq) || !appended.insert(seq) {
                             Err(JournalError::DuplicateSeq { seq })
@@ -192,7 +209,7 @@ impl Writer {
                         }
                     }
                     (_, Some(seq)) => {
-                        if index.entries.contains_key(&seq) || appended.contains(&seq) {
+                        if known(&seq, &appended) {
                             Ok(())
                         } else {
                             Err(JournalError::UnknownSeq { seq })
@@ -212,8 +229,12 @@ impl Writer {
             return;
         }
 
+        // A record only ever goes to a segment whose header announces a format that has it (see
+        // `compact`).
+        let since = accepted.iter().map(|r| r.change.format_since()).max();
         let size: u64 = accepted.iter().map(|r| r.frame.len() as u64).sum();
-        if self.len > segment::HEADER_LEN && self.len + size > self.segment_bytes {
+        let old_format = since.is_some_and(|since| since > self.version);
+        if old_format || (self.len > segment::HEADER_LEN && self.len + size > self.segment_bytes) {
             if let Err(e) = self.rotate() {
                 self.fail(
                     format!("starting a new segment failed: {e}"),

@@ -33,6 +33,20 @@ fn entry(state: EntryState) -> Entry {
             scoped: "scope:key".into(),
             fingerprint: "fp".into(),
         }),
+        transaction: None,
+    }
+}
+
+fn transaction(
+    outcome: TransactionOutcome,
+    commits: Vec<(Seq, ResponseRecord)>,
+) -> TransactionRecord {
+    TransactionRecord {
+        id: "scope:tx-1".into(),
+        outcome,
+        seqs: vec![40, 41, 42],
+        commits,
+        time: UNIX_EPOCH + Duration::new(1_700_000_001, 5),
     }
 }
 
@@ -51,7 +65,35 @@ fn every_record_kind_round_trips() {
         EntryState::Aborted("primary unreachable".into()),
     ] {
         let e = entry(state);
-        assert_eq!(round_trip(encode_append(&e)), Record::Append(Box::new(e)));
+        assert_eq!(
+            round_trip(encode_append(&e)),
+            Record::Append(Box::new(e.clone()))
+        );
+        for id in ["scope:tx-1", ""] {
+            let e = e.clone().with_transaction(Some(id.into()));
+            assert_eq!(round_trip(encode_append(&e)), Record::Append(Box::new(e)));
+        }
+    }
+    for t in [
+        transaction(TransactionOutcome::Committed, vec![]),
+        transaction(
+            TransactionOutcome::Committed,
+            vec![(40, response()), (42, response())],
+        ),
+        transaction(
+            TransactionOutcome::Aborted("backend b diverged".into()),
+            vec![],
+        ),
+        transaction(
+            TransactionOutcome::Aborted(String::new()),
+            vec![(41, response())],
+        ),
+        TransactionRecord {
+            seqs: vec![],
+            ..transaction(TransactionOutcome::Committed, vec![])
+        },
+    ] {
+        assert_eq!(round_trip(encode_transaction(&t)), Record::Transaction(t));
     }
     assert_eq!(
         round_trip(encode_response(3, &response())),
@@ -185,5 +227,63 @@ fn appends_written_before_the_after_field_decode_with_the_most_careful_value() {
     let mut bad = body.to_vec();
     let n = bad.len();
     bad[n - 8..].copy_from_slice(&e.seq.to_le_bytes());
+    assert!(decode(&bad).is_err());
+}
+
+#[test]
+fn appends_written_before_the_transaction_field_decode_without_one() {
+    let e = entry(EntryState::Committed(response()));
+    let with = e.clone().with_transaction(Some("scope:tx-1".into()));
+    let frame = encode_append(&with);
+    let body = frame_body(&frame).unwrap();
+    // The body without the transaction id (`len:u32` and its bytes), as an older build wrote it.
+    let cut = body.len() - 4 - "scope:tx-1".len();
+    assert_eq!(
+        decode(&body[..cut]).unwrap(),
+        Record::Append(Box::new(e.clone()))
+    );
+    // Which is exactly how an entry without a transaction is written.
+    assert_eq!(frame_body(&encode_append(&e)).unwrap(), &body[..cut]);
+    // And a build from before `after` wrote neither: the one other form a record is read from.
+    let careful = Entry {
+        after: e.seq - 1,
+        ..e.clone()
+    };
+    let legacy = legacy_frame(&Record::Append(Box::new(careful.clone()))).unwrap();
+    assert_eq!(
+        round_trip(legacy.clone()),
+        Record::Append(Box::new(careful.clone()))
+    );
+    assert_eq!(legacy.len(), encode_append(&careful).len() - 8);
+    assert_eq!(legacy_frame(&Record::Append(Box::new(e))), None);
+    assert_eq!(legacy_frame(&Record::Append(Box::new(with))), None);
+    // A transaction id that is not UTF-8, or runs past the record, is damage.
+    let mut bad = body.to_vec();
+    let n = bad.len();
+    bad[n - 1] = 0xff;
+    assert!(decode(&bad).is_err());
+    let mut bad = body.to_vec();
+    bad.pop();
+    assert!(decode(&bad).is_err());
+}
+
+#[test]
+fn a_damaged_transaction_record_does_not_decode() {
+    let t = transaction(TransactionOutcome::Committed, vec![(40, response())]);
+    let frame = encode_transaction(&t);
+    let body = frame_body(&frame).unwrap();
+    // id (4 + 10 bytes) and time (12 bytes) after the kind: the outcome byte.
+    let outcome = 1 + 4 + 10 + 12;
+    assert_eq!(body[outcome], 0);
+    let mut bad = body.to_vec();
+    bad[outcome] = 2;
+    assert!(matches!(decode(&bad), Err(d) if d.contains("unknown transaction outcome 2")));
+    // A seq count larger than the record.
+    let mut bad = body.to_vec();
+    bad[outcome + 1..outcome + 5].copy_from_slice(&1000u32.to_le_bytes());
+    assert!(matches!(decode(&bad), Err(d) if d.contains("exceeds the record")));
+    // Trailing bytes.
+    let mut bad = body.to_vec();
+    bad.push(0);
     assert!(decode(&bad).is_err());
 }
