@@ -5,6 +5,17 @@
 //! nothing about HTTP servers or pingora; records are plain bytes and strings.
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+/// A named failpoint. With the `failpoints` feature, `FAILPOINTS=NAME=return` (or
+/// `NAME=5%return`) in the gateway's environment aborts the process here, as a crash would;
+/// without the feature it is nothing.
+macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, |_| std::process::abort());
+    };
+}
+pub(crate) use failpoint;
+
 mod file;
 mod memory;
 mod record;

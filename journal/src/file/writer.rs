@@ -128,6 +128,7 @@ impl Writer {
             let before = (self.segment, self.len);
             let mut waiting = Vec::new();
             self.write_queued(first, &mut waiting);
+            crate::failpoint!("journal-before-fsync");
             if !waiting.is_empty() {
                 let synced = self.sync();
                 self.publish(waiting, synced);
