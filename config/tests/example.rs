@@ -248,5 +248,8 @@ fn example_transactions() {
         .iter()
         .find(|r| r.source.starts_with("POST|PUT|DELETE /accounts"))
         .unwrap();
-    assert_eq!(accounts.transaction_ack, Some(TransactionAck::PerTransaction));
+    assert_eq!(
+        accounts.transaction_ack,
+        Some(TransactionAck::PerTransaction)
+    );
 }

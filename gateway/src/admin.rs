@@ -99,14 +99,6 @@ impl HttpServerApp for Admin {
             Ok(true) => {}
             _ => return None,
         }
-        let body = match read_body(&mut session).await {
-            Ok(b) => b,
-            Err(reply) => {
-                session.set_keepalive(None);
-                write_reply(&mut session, reply).await;
-                return None;
-            }
-        };
         let header = session.req_header();
         let method = header.method.as_str().to_owned();
         let path = header.uri.path().to_owned();
@@ -119,11 +111,27 @@ impl HttpServerApp for Admin {
             session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
             write_reply(&mut session, reply).await;
         } else if let Some(reply) = self.authorize(&session) {
+            // Checked before the body is read: without the token nothing is buffered, and the
+            // unread body means the connection cannot be reused.
+            session.set_keepalive(None);
             write_reply(&mut session, reply).await;
+            return None;
         } else if path == "/events" && method == "GET" {
             self.stream_events(&mut session, shutdown.clone()).await;
             return None;
+        } else if path == "/events" && method == "HEAD" {
+            let reply = Reply::text(200, "text/event-stream", Vec::new())
+                .with_header("Cache-Control", "no-cache");
+            write_reply(&mut session, reply).await;
         } else {
+            let body = match read_body(&mut session).await {
+                Ok(b) => b,
+                Err(reply) => {
+                    session.set_keepalive(None);
+                    write_reply(&mut session, reply).await;
+                    return None;
+                }
+            };
             let reply = self.route(&method, &path, &query, &body).await;
             session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
             write_reply(&mut session, reply).await;
@@ -210,7 +218,7 @@ impl Admin {
                 404,
                 "not_found",
                 format!(
-                    "{path} is not an admin endpoint; see GET /status, GET /events, GET|POST /backends, DELETE /backends/NAME, POST /backends/NAME/promote, POST /backends/NAME/rejoin, GET /verify, GET|POST /checkpoints"
+                    "{path} is not an admin endpoint; see GET / (dashboard), GET /status, GET /events, GET /metrics, GET|POST /backends, DELETE /backends/NAME, POST /backends/NAME/promote, POST /backends/NAME/rejoin, GET /verify, GET|POST /checkpoints"
                 ),
             ),
         }
@@ -372,13 +380,15 @@ impl Admin {
     fn status(&self) -> serde_json::Value {
         let mut status =
             serde_json::to_value(self.shared.replicator.status()).expect("status serializes");
-        let joins: Vec<JoinProgress> = self
+        let mut joins: Vec<JoinProgress> = self
             .shared
             .joins
             .lock()
             .values()
             .map(|p| p.borrow().clone())
+            .filter(|p| !p.backend.is_empty())
             .collect();
+        joins.sort_by(|a, b| a.backend.cmp(&b.backend));
         status["joins"] = serde_json::to_value(joins).expect("progress serializes");
         status
     }
@@ -400,6 +410,16 @@ impl Admin {
         let (progress, watching) = watch::channel(JoinProgress::default());
         self.shared.joins.lock().insert(name.to_owned(), watching);
         let result = crate::join::rejoin(&self.shared, name, reset, &progress).await;
+        if progress.borrow().backend.is_empty() {
+            // Refused before the catch-up started: keep the last real one (if any) out of it.
+            let mut joins = self.shared.joins.lock();
+            if joins
+                .get(name)
+                .is_some_and(|w| w.borrow().backend.is_empty())
+            {
+                joins.remove(name);
+            }
+        }
         join_reply(result)
     }
 
@@ -423,7 +443,12 @@ impl Admin {
                     Some(f) => f,
                     None => return,
                 },
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    // End the chunked body properly, so clients see a closed stream, not an
+                    // error, and reconnect (to the next gateway).
+                    let _ = session.write_response_body(Bytes::new(), true).await;
+                    return;
+                }
             };
             if session.write_response_body(frame, false).await.is_err() {
                 return;

@@ -429,9 +429,15 @@ async fn oversized_bodies_get_413_and_reach_no_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oversized_heads_get_431_and_reach_no_backend() {
     let (mocks, backends) = start_mocks(2).await;
-    let gw = start_gateway(&format!("[gateway]\nmax_header_size = \"8KiB\"\n{}", backends));
+    let gw = start_gateway(&format!(
+        "[gateway]\nmax_header_size = \"8KiB\"\n{}",
+        backends
+    ));
     let c = client();
-    for (method, path) in [(reqwest::Method::POST, "/k/1"), (reqwest::Method::GET, "/k")] {
+    for (method, path) in [
+        (reqwest::Method::POST, "/k/1"),
+        (reqwest::Method::GET, "/k"),
+    ] {
         let r = c
             .request(method.clone(), format!("http://{}{path}", gw.gateway))
             .header("x-big", "z".repeat(9000))
@@ -441,7 +447,12 @@ async fn oversized_heads_get_431_and_reach_no_backend() {
         assert_eq!(r.status(), 431, "{method}");
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["error"], "header_too_large");
-        assert!(v["detail"].as_str().unwrap().contains("gateway.max_header_size"));
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("gateway.max_header_size")
+        );
     }
     let ok = c
         .post(format!("http://{}/k/1", gw.gateway))

@@ -76,3 +76,19 @@ deps_check_build() {
         deps_apt_install "a C compiler and make build the bundled C libraries" build-essential
     fi
 }
+
+# Checks (and installs where it can, from Debian) Node.js and npm; Node.js must be at least
+# version MIN_MAJOR.
+# Usage: deps_check_node MIN_MAJOR "why they are needed"
+deps_check_node() {
+    local min=$1 why=$2 major
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        deps_apt_install "$why" nodejs npm
+    fi
+    major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if [[ ! $major =~ ^[0-9]+$ ]] || [[ $major -lt $min ]]; then
+        deps_say "Node.js $min or newer is needed ($why); found $(node --version 2>/dev/null || echo none)"
+        deps_say "install Node.js $min or newer, then run this script again"
+        exit 1
+    fi
+}
