@@ -178,11 +178,17 @@ impl Replicator {
         };
         progress.send_replace(run.snapshot("replaying"));
 
+        run.backend
+            .fresh_join
+            .store(options.fresh, std::sync::atomic::Ordering::Release);
         let result = run.replay_until_close(options).await;
         let result = match result {
             Ok(()) => run.finish_fenced(probes, options).await,
             Err(e) => Err(e),
         };
+        run.backend
+            .fresh_join
+            .store(false, std::sync::atomic::Ordering::Release);
         match result {
             Ok(pause) => {
                 progress.send_replace(JoinProgress {
@@ -385,6 +391,7 @@ impl Run<'_> {
         let mut running = FuturesUnordered::new();
         let this = &*self;
         let mut assumed = Vec::new();
+        let mut done = 0u64;
         loop {
             // Start what is ready, lowest seqs first. An entry whose lane has an earlier entry
             // not yet started (or running) waits behind it.
@@ -405,11 +412,20 @@ impl Run<'_> {
             let Some((e, result)) = running.next().await else {
                 break;
             };
+            crate::failpoint!("mid-catch-up");
             if result? {
                 assumed.push(e.seq);
             }
             applied.mark(e.seq);
             busy.remove(e.lane.as_str());
+            done += 1;
+            if done % 16 == 0 {
+                this.progress.send_replace(JoinProgress {
+                    replayed: this.replayed + done,
+                    next_seq: applied.through() + 1,
+                    ..this.snapshot("replaying")
+                });
+            }
         }
         debug_assert!(
             waiting.is_empty(),
@@ -444,20 +460,22 @@ impl Run<'_> {
             }
             EntryState::Committed(committed) => {
                 let extra = super::replicator::context_headers(entry.seq, entry.time);
-                let answer = r
-                    .dispatch(
-                        &self.backend,
-                        entry.seq,
-                        &entry.request,
-                        &extra,
-                        r.config().backup_timeout,
-                    )
-                    .await
-                    .map_err(|e| JoinError::Transport {
-                        backend: self.backend.name.clone(),
-                        seq: entry.seq,
-                        error: e.to_string(),
-                    })?;
+                let timeout = r.config().backup_timeout;
+                // A backend filled from an empty state needs no dispatch marks: if the gateway
+                // stops before the join ends, the backend starts over (see `fresh_join`).
+                let sent = if self.fresh {
+                    r.transport()
+                        .send(&self.backend, &entry.request, &extra, timeout)
+                        .await
+                } else {
+                    r.dispatch(&self.backend, entry.seq, &entry.request, &extra, timeout)
+                        .await
+                };
+                let answer = sent.map_err(|e| JoinError::Transport {
+                    backend: self.backend.name.clone(),
+                    seq: entry.seq,
+                    error: e.to_string(),
+                })?;
                 let rule = (self.compare)(&entry.request);
                 if let Some(d) = crate::compare_responses(&rule, committed, &answer) {
                     return Err(JoinError::Diverged {
@@ -469,8 +487,9 @@ impl Run<'_> {
             }
         }
         self.backend.mark_acked(entry.seq);
-        if matches!(entry.state, EntryState::Committed(_)) {
-            // Lets a restarted gateway know this backend has it.
+        if !self.fresh && matches!(entry.state, EntryState::Committed(_)) {
+            // Lets a restarted gateway know this backend has it. (A fresh join's progress is
+            // saved with the topology once it is in-sync.)
             let _ = r.journal().record_ack(entry.seq, &self.backend.name).await;
         }
         Ok(assumed)

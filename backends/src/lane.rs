@@ -35,26 +35,8 @@ impl Lanes {
     /// Admits one request on `lane` for the named backends; one ticket per backend, in the
     /// order given.
     pub(crate) fn admit(&mut self, lane: &str, backends: &[&str]) -> Vec<Ticket> {
-        let entry = self.lanes.entry(lane.to_owned()).or_default();
-        entry.in_flight += 1;
-        backends
-            .iter()
-            .map(|name| {
-                let q = entry
-                    .queues
-                    .entry((*name).to_owned())
-                    .or_insert_with(|| Queue {
-                        next: 0,
-                        turn: Arc::new(watch::Sender::new(0)),
-                    });
-                let position = q.next;
-                q.next += 1;
-                Ticket {
-                    turn: q.turn.clone(),
-                    position,
-                }
-            })
-            .collect()
+        self.lanes.entry(lane.to_owned()).or_default().in_flight += 1;
+        self.extend(lane, backends)
     }
 
     /// More places on `lane` for the named backends, for a request admitted earlier (a

@@ -6,6 +6,17 @@
 //! a plain type testable without sockets.
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+/// A named failpoint. With the `failpoints` feature, `FAILPOINTS=NAME=return` (or
+/// `NAME=5%return`) in the gateway's environment aborts the process here, as a crash would;
+/// without the feature it is nothing.
+macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, |_| std::process::abort());
+    };
+}
+pub(crate) use failpoint;
+
 mod catchup;
 mod checkpoint;
 mod clock;

@@ -56,6 +56,9 @@ pub struct Backend {
     pub implementation: String,
     state: Mutex<BackendState>,
     acked: Mutex<Watermark>,
+    /// Being filled from an empty state (or a checkpoint) by a catch-up that journals no
+    /// per-request marks: a restart cannot resume it, the backend starts over.
+    pub(crate) fresh_join: std::sync::atomic::AtomicBool,
 }
 
 impl Backend {
@@ -71,6 +74,7 @@ impl Backend {
             implementation: implementation.to_owned(),
             state: Mutex::new(BackendState::InSync),
             acked: Mutex::new(Watermark::default()),
+            fresh_join: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -20,6 +20,16 @@ pub struct ProbeDifference {
     pub difference: String,
 }
 
+/// The read request a probe sends.
+fn probe_request(probe: &ViewProbe) -> RequestRecord {
+    RequestRecord {
+        method: probe.method.clone(),
+        uri: probe.path.clone(),
+        headers: vec![Header::new("User-Agent", "lockstep-verify")],
+        body: Bytes::new(),
+    }
+}
+
 /// Runs every probe on `reference` and `candidate`; returns the probes whose normalized answers
 /// differ (empty: the views are equal).
 pub async fn compare_views(
@@ -31,12 +41,7 @@ pub async fn compare_views(
 ) -> Result<Vec<ProbeDifference>, (String, TransportError)> {
     let mut differences = Vec::new();
     for probe in probes {
-        let request = RequestRecord {
-            method: probe.method.clone(),
-            uri: probe.path.clone(),
-            headers: vec![Header::new("User-Agent", "lockstep-verify")],
-            body: Bytes::new(),
-        };
+        let request = probe_request(probe);
         let name = format!("{} {}", probe.method, probe.path);
         let a = transport
             .send(reference, &request, &[], timeout)
@@ -77,12 +82,7 @@ pub async fn view_report(
 ) -> Result<Vec<ProbeReport>, (String, TransportError)> {
     let mut reports = Vec::new();
     for probe in probes {
-        let request = RequestRecord {
-            method: probe.method.clone(),
-            uri: probe.path.clone(),
-            headers: vec![Header::new("User-Agent", "lockstep-verify")],
-            body: Bytes::new(),
-        };
+        let request = probe_request(probe);
         let (a, b) = futures::future::join(
             transport.send(reference, &request, &[], timeout),
             transport.send(candidate, &request, &[], timeout),

@@ -44,7 +44,10 @@ fn parse_state(s: &str) -> Option<BackendState> {
         "in-sync" => BackendState::InSync,
         "lagging" => BackendState::Lagging,
         "diverged" => BackendState::Diverged,
-        "joining" => BackendState::Lagging, // an interrupted join starts over
+        "joining" => BackendState::Lagging, // an interrupted rejoin goes on from its acks
+        // A join from an empty state journals no per-request marks: it starts over (a reset,
+        // or `backend remove` and `add`).
+        "joining-fresh" => BackendState::Diverged,
         "suspect" => BackendState::Suspect,
         "down" => BackendState::Down,
         _ => return None,
@@ -108,8 +111,17 @@ impl Replicator {
             .store(topology.epoch, std::sync::atomic::Ordering::Release);
     }
 
+    /// Keeps every other topology change (failover, switchover, the end of a rejoin or a join,
+    /// a checkpoint, a view check, a removal) waiting while the guard lives. Each of them fences
+    /// admission and unfences it when done: the start-up recovery holds this until it opens
+    /// admission itself, so that none of them opens it in the middle of the recovery.
+    pub async fn hold_topology(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.topology_change.lock().await
+    }
+
     /// Rebuilds watermarks from the journal and finishes unresolved requests. Admission must be
-    /// fenced meanwhile (nothing else may reach the backends).
+    /// fenced meanwhile (nothing else may reach the backends), and the caller should hold
+    /// [`Replicator::hold_topology`].
     pub async fn recover(
         self: &Arc<Self>,
         compare: &(dyn Fn(&RequestRecord) -> CompareRule + Send + Sync),

@@ -328,7 +328,13 @@ impl Replicator {
                     name: b.name.clone(),
                     url: b.url.to_string(),
                     implementation: b.implementation.clone(),
-                    state: b.state().as_str().to_owned(),
+                    state: if b.state() == BackendState::Joining
+                        && b.fresh_join.load(Ordering::Acquire)
+                    {
+                        "joining-fresh".to_owned()
+                    } else {
+                        b.state().as_str().to_owned()
+                    },
                     acked_seq: b.acked_seq(),
                 })
                 .chain(self.removed.lock().iter().cloned())
@@ -471,6 +477,7 @@ impl Replicator {
                     self.resolve(seq);
                     return Err(e.into());
                 }
+                crate::failpoint!("after-primary-before-backups");
                 primary_tx.send_replace(Some(Ok(response.clone())));
                 response
             }
@@ -507,6 +514,7 @@ impl Replicator {
                 None => break,
             }
         }
+        crate::failpoint!("before-commit-record");
         let committed = self.journal.commit(seq, response.clone()).await;
         // Resolved either way, so committed_seq never stalls on a journal failure.
         self.resolve(seq);

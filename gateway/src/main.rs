@@ -179,6 +179,9 @@ fn main() -> ExitCode {
             Err(e) => config_error(&e),
         },
         Command::Run { config, upgrade } => {
+            // Activates the failpoints named in the `FAILPOINTS` environment variable.
+            #[cfg(feature = "failpoints")]
+            let _failpoints = fail::FailScenario::setup();
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),

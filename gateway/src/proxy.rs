@@ -17,7 +17,7 @@ use pingora::upstreams::peer::HttpPeer;
 use tracing::{Instrument, debug};
 
 use crate::events::{EventFrames, stream_header};
-use crate::headers::{forwarded_request_headers, is_hop_by_hop};
+use crate::headers::{connection_nominated, forwarded_request_headers, is_hop_by_hop};
 use crate::idempotency::{fingerprint, parse_key, scoped_key};
 use crate::respond::{ErrorResponse, GatewayError};
 use crate::shared::Shared;
@@ -60,6 +60,53 @@ fn head_size(header: &RequestHeader) -> u64 {
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     (line + fields) as u64
+}
+
+/// Whether the request target is one the gateway classifies and forwards as the client sent
+/// it: a path (origin-form), an absolute `http` or `https` URL (pingora has checked its
+/// authority against `Host`), or `*` for `OPTIONS`. pingora files any other target under `/`
+/// while keeping its bytes for the primary, so the gateway would route, classify and replicate
+/// another target than the one the client sent.
+fn target_is_forwardable(header: &RequestHeader) -> bool {
+    let raw = header.raw_path();
+    let absolute = |scheme: &[u8]| {
+        raw.len() > scheme.len() && raw[..scheme.len()].eq_ignore_ascii_case(scheme)
+    };
+    raw.starts_with(b"/")
+        || (raw == b"*" && header.method == http::Method::OPTIONS)
+        || absolute(b"http://")
+        || absolute(b"https://")
+}
+
+/// The body length the client declared in `Content-Length`. pingora has already refused values
+/// that are not numbers or that disagree; equal ones such as `5, 5` count once.
+fn declared_length(header: &RequestHeader) -> Option<u64> {
+    header
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Why the request's `Host` makes it unfit to forward, if it does. HTTP/1.1 requires exactly
+/// one (RFC 9112 section 3.2; pingora refuses duplicates). A logical request needs one whatever
+/// its version, and its `Connection` header may not list it: every backend must receive the
+/// client's `Host`, while a request without one would reach each backend with that backend's
+/// own address.
+fn host_problem(header: &RequestHeader, logical: bool) -> Option<&'static str> {
+    let has_host = header.headers.contains_key(http::header::HOST);
+    if !has_host && (logical || header.version == http::Version::HTTP_11) {
+        return Some("the request has no Host header");
+    }
+    if logical
+        && connection_nominated(&header.headers)
+            .iter()
+            .any(|n| n == "host")
+    {
+        return Some("the Connection header lists Host, which is forwarded to every backend");
+    }
+    None
 }
 
 /// 16 hex digits, unique within the process and unpredictable across processes.
@@ -116,7 +163,9 @@ impl GatewayProxy {
     async fn handle_logical(&self, session: &mut Session, class: Classification) -> Result<()> {
         let request = match self.read_request(session).await {
             Ok(r) => r,
-            Err(e) => return self.respond_error(session, &e).await,
+            // Too large, unframeable, or stalled: the rest of the connection cannot be trusted
+            // to start with a request.
+            Err(e) => return self.respond_error_and_close(session, &e).await,
         };
         let key = match self.idempotency_key(session.req_header(), &class, &request) {
             Ok(k) => k,
@@ -376,17 +425,9 @@ impl GatewayProxy {
 
     /// Reads the whole request (body up to `max_body`) into a record for the journal.
     async fn read_request(&self, session: &mut Session) -> Result<RequestRecord, GatewayError> {
+        // A declared length over the limit was refused in `request_filter`.
         let limit = self.shared.config.gateway.max_body;
         session.set_read_timeout(Some(self.shared.config.gateway.request_timeout));
-        let declared = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(GatewayError::BodyTooLarge { limit });
-        }
         let expects_continue = session
             .req_header()
             .headers
@@ -537,20 +578,34 @@ impl GatewayProxy {
     }
 
     async fn respond_error(&self, session: &mut Session, error: &GatewayError) -> Result<()> {
-        debug!(%error, "answering from the gateway");
-        let response = error.response();
         // An unread body would desynchronize the connection; drain it unless it is the problem.
-        if !matches!(
+        if matches!(
             error,
             GatewayError::BodyTooLarge { .. } | GatewayError::HeaderTooLarge { .. }
         ) {
-            let _ = session.drain_request_body().await;
-        } else {
-            session.set_keepalive(None);
+            return self.respond_error_and_close(session, error).await;
         }
+        debug!(%error, "answering from the gateway");
+        let _ = session.drain_request_body().await;
         write_error(
             session,
-            &response,
+            &error.response(),
+            &self.shared.replicator.pool().primary().name,
+        )
+        .await
+    }
+
+    /// Answers `error` and closes the connection without reading the rest of the request.
+    async fn respond_error_and_close(
+        &self,
+        session: &mut Session,
+        error: &GatewayError,
+    ) -> Result<()> {
+        debug!(%error, "answering from the gateway and closing the connection");
+        session.set_keepalive(None);
+        write_error(
+            session,
+            &error.response(),
             &self.shared.replicator.pool().primary().name,
         )
         .await
@@ -615,6 +670,21 @@ impl ProxyHttp for GatewayProxy {
                 .await?;
             return Ok(true);
         }
+        if !target_is_forwardable(header) {
+            // A malformed request line: answered and closed, as pingora does with the others.
+            let e = GatewayError::BadRequest(
+                "the request target must be a path or an absolute http URL".to_owned(),
+            );
+            self.respond_error_and_close(session, &e).await?;
+            return Ok(true);
+        }
+        // Refused before anything is forwarded: a read streams to the primary as it arrives.
+        let limit = self.shared.config.gateway.max_body;
+        if declared_length(header).is_some_and(|n| n > limit) {
+            self.respond_error(session, &GatewayError::BodyTooLarge { limit })
+                .await?;
+            return Ok(true);
+        }
         let pq = path_and_query(header);
         let prefix = &self.shared.config.gateway.lockstep_prefix;
         if pq == prefix || pq.starts_with(&format!("{prefix}/")) {
@@ -649,6 +719,11 @@ impl ProxyHttp for GatewayProxy {
             .classifier
             .classify(header.method.as_str(), pq, &header.headers);
         ctx.classification = Some(class.clone());
+        if let Some(problem) = host_problem(header, class.kind == RequestKind::Logical) {
+            let e = GatewayError::BadRequest(problem.to_owned());
+            self.respond_error(session, &e).await?;
+            return Ok(true);
+        }
         match class.kind {
             RequestKind::Read => Ok(false),
             RequestKind::Logical => {

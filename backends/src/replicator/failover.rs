@@ -73,6 +73,7 @@ impl Replicator {
                     BackendState::Suspect,
                     &format!("failed as primary: {reason}"),
                 );
+                crate::failpoint!("during-promotion");
                 self.pool.set_primary(successor.clone());
                 self.topology_changed(
                     "primary-changed",

@@ -583,30 +583,10 @@ impl Replicator {
         let Some(t) = removed else {
             return self.ended_outcome(key).await;
         };
-        let record = TransactionRecord {
-            id: key.to_owned(),
-            outcome: TransactionOutcome::Aborted(reason.to_owned()),
-            seqs: t.seqs.clone(),
-            commits: Vec::new(),
-            time: self.clock.now(),
-        };
-        let ended = self.journal.end_transaction(record).await;
-        // The backups never saw these requests: nothing to do for them.
-        for b in self.pool.backups() {
-            for seq in &t.seqs {
-                b.mark_acked(*seq);
-            }
-        }
-        if t.mode == TxnMode::PerTransaction {
-            for seq in &t.seqs {
-                self.resolve(*seq);
-            }
-        }
-        self.release_lanes(key);
+        let ended = self.end_aborted(key, &t, reason).await;
         let touched_primary = t.mode == TxnMode::PerTransaction && !t.seqs.is_empty();
-        let primary = t.primary.clone();
-        let seqs = t.seqs.clone();
-        let id = t.client_id.clone();
+        let (primary, id, seqs) = (t.primary.clone(), t.client_id.clone(), t.seqs.clone());
+        // Its staged requests count as live until dropped: the rollback's drain waits for them.
         drop(t);
         if touched_primary {
             self.roll_back_primary(&primary, reason).await;
@@ -621,18 +601,46 @@ impl Replicator {
         })
     }
 
-    /// The primary `applied` holds requests of an aborted transaction that no backup has: an
-    /// in-sync backup takes over and `applied` becomes `suspect` (it needs a reset). Every other
-    /// open per-transaction transaction on it is aborted too.
-    async fn roll_back_primary(self: &Arc<Self>, applied: &str, reason: &str) {
-        let others: Vec<String> = self
-            .transactions
+    /// Journals the abort of `t` (already out of the open set), counts its requests as done for
+    /// the backups that never saw them, and releases its lanes.
+    async fn end_aborted(&self, key: &str, t: &Txn, reason: &str) -> Result<(), JournalError> {
+        let record = TransactionRecord {
+            id: key.to_owned(),
+            outcome: TransactionOutcome::Aborted(reason.to_owned()),
+            seqs: t.seqs.clone(),
+            commits: Vec::new(),
+            time: self.clock.now(),
+        };
+        let ended = self.journal.end_transaction(record).await;
+        for b in self.pool.backups() {
+            for seq in &t.seqs {
+                b.mark_acked(*seq);
+            }
+        }
+        if t.mode == TxnMode::PerTransaction {
+            for seq in &t.seqs {
+                self.resolve(*seq);
+            }
+        }
+        self.release_lanes(key);
+        ended
+    }
+
+    /// Open per-transaction transactions that are not committing.
+    fn uncommitted_per_transaction(&self) -> Vec<String> {
+        self.transactions
             .lock()
             .iter()
             .filter(|(_, t)| t.mode == TxnMode::PerTransaction && !t.committing)
             .map(|(k, _)| k.clone())
-            .collect();
-        for k in others {
+            .collect()
+    }
+
+    /// The primary `applied` holds requests of an aborted transaction that no backup has: an
+    /// in-sync backup takes over and `applied` becomes `suspect` (it needs a reset). Every other
+    /// open per-transaction transaction on it is aborted too.
+    async fn roll_back_primary(self: &Arc<Self>, applied: &str, reason: &str) {
+        for k in self.uncommitted_per_transaction() {
             let _ = Box::pin(
                 self.abort_open(&k, "the primary was rolled back for another transaction"),
             )
@@ -684,36 +692,14 @@ impl Replicator {
     /// tentative requests with it and are aborted (a committing one finishes first: the drain
     /// waits for it).
     pub(crate) async fn abort_for_failover(self: &Arc<Self>, reason: &str) {
-        let open: Vec<String> = self
-            .transactions
-            .lock()
-            .iter()
-            .filter(|(_, t)| t.mode == TxnMode::PerTransaction && !t.committing)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in open {
-            let Some(t) = self.transactions.lock().remove(&key) else {
+        for key in self.uncommitted_per_transaction() {
+            let removed = self.transactions.lock().remove(&key);
+            let Some(t) = removed else {
                 continue;
             };
-            let record = TransactionRecord {
-                id: key.clone(),
-                outcome: TransactionOutcome::Aborted(reason.to_owned()),
-                seqs: t.seqs.clone(),
-                commits: Vec::new(),
-                time: self.clock.now(),
-            };
-            if let Err(e) = self.journal.end_transaction(record).await {
+            if let Err(e) = self.end_aborted(&key, &t, reason).await {
                 warn!(transaction = %key, error = %e, "could not journal a transaction's abort");
             }
-            for b in self.pool.backups() {
-                for seq in &t.seqs {
-                    b.mark_acked(*seq);
-                }
-            }
-            for seq in &t.seqs {
-                self.resolve(*seq);
-            }
-            self.release_lanes(&key);
             warn!(transaction = %key, %reason, "transaction aborted by a failover");
         }
     }
