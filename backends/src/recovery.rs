@@ -152,6 +152,14 @@ impl Replicator {
                 (b.name.clone(), start)
             })
             .collect();
+        // What the saved topology vouches for: every request up to there was processed, whatever
+        // marks the journal holds (a backend seeded from a checkpoint, or filled by a fresh join,
+        // has no acks there, and may have old dispatch marks without one). A dispatch mark
+        // without an ack up to there is not an unknown outcome.
+        let vouched: HashMap<String, Seq> = marks
+            .iter()
+            .map(|(name, w)| (name.clone(), w.through()))
+            .collect();
         let mut unknown: BTreeMap<String, Vec<Seq>> = BTreeMap::new();
         let mut unresolved: Vec<Entry> = Vec::new();
         // Transactions seen in the journal (key → seqs), and the requests of per-transaction
@@ -189,7 +197,7 @@ impl Replicator {
                 }
                 let aborted = matches!(e.state, EntryState::Aborted(_));
                 for b in &backends {
-                    let unknown_here = e.outcome_unknown(&b.name);
+                    let unknown_here = e.outcome_unknown(&b.name) && e.seq > vouched[&b.name];
                     if e.acks.contains(&b.name) || (aborted && !unknown_here) {
                         marks.get_mut(&b.name).expect("every backend").mark(e.seq);
                     } else if unknown_here {

@@ -511,8 +511,11 @@ struct WriterLog {
     /// Deposits whose outcome the client cannot know (given up, or refused as unknown): each may
     /// or may not have been applied.
     uncertain: u64,
-    /// 2xx answers whose balance does not fit the deposits before them.
+    /// 2xx answers whose balance does not fit the deposits before them (each counted once: the
+    /// answers after one are judged against its balance).
     bad_answers: Vec<String>,
+    /// How far the balances answered are off since the last bad answer.
+    shift: i64,
     /// Answers no retry can change (400, 404, 422...).
     unexpected: Vec<String>,
     /// Deposits given up after `STUCK_AFTER`.
@@ -628,11 +631,19 @@ impl Load {
                             let balance = serde_json::from_str::<Value>(&text)
                                 .ok()
                                 .and_then(|v| v["balance"].as_u64());
-                            let (low, high) = (log.done + 1, log.done + 1 + log.uncertain);
+                            let low = (log.done + 1) as i64 + log.shift;
+                            let high = low + log.uncertain as i64;
+                            let balance = balance.map(|b| b as i64);
                             if !balance.is_some_and(|b| (low..=high).contains(&b)) {
+                                timeline.say(&format!(
+                                    "writer {w}: {key}: {status} {text}, expected a balance in {low}..={high}"
+                                ));
                                 log.bad_answers.push(format!(
                                     "{key}: {status} {text}, expected a balance in {low}..={high}"
                                 ));
+                                if let Some(b) = balance {
+                                    log.shift = b - (log.done + 1) as i64;
+                                }
                             }
                             log.done += 1;
                             progress.fetch_add(1, Ordering::Relaxed);
@@ -737,7 +748,8 @@ impl Chaos {
         self.timeline.say(&format!("VIOLATION {kind}: {detail}"));
     }
 
-    /// One line per backend: name, role, state, acked seq.
+    /// The topology in one line: the primary, the last seq, each backend's role, state and acked
+    /// seq.
     fn describe(status: &Value) -> String {
         let backends = status["backends"].as_array().cloned().unwrap_or_default();
         let parts: Vec<String> = backends
@@ -850,7 +862,25 @@ impl Chaos {
                 .iter()
                 .all(|b| b.running() && Self::state_of(&status, &b.name).0 == "in-sync");
             if all_in_sync {
-                return Ok(());
+                // A restarted gateway serves its status while it still recovers, with the
+                // states it restored; a view check waits until the recovery is over.
+                let _ = admin(
+                    self.gateway.admin,
+                    "GET",
+                    "/verify",
+                    Duration::from_secs(60),
+                )
+                .await;
+                let again = self.status().await;
+                let confirmed = again.is_some_and(|s| {
+                    self.backends
+                        .iter()
+                        .all(|b| Self::state_of(&s, &b.name).0 == "in-sync")
+                });
+                if confirmed {
+                    return Ok(());
+                }
+                continue;
             }
             let primary = status["primary"].as_str().unwrap_or("").to_owned();
             if Self::state_of(&status, &primary).0 != "in-sync" {

@@ -158,3 +158,46 @@ async fn the_persisted_topology_is_restored() {
     assert_eq!(r2.pool().get("b").unwrap().state(), BackendState::Diverged);
     assert_eq!(r2.epoch(), r.epoch());
 }
+
+#[tokio::test]
+async fn a_dispatch_mark_the_saved_topology_vouches_for_is_not_an_unknown_outcome() {
+    let cfg = config(AckPolicy::All, DispatchMode::Sequential);
+    let (r, fakes, journal) = setup(cfg.clone());
+    r.submit(post("", "/k/0")).await.unwrap();
+    // Seq 2 committed long ago; b was sent it and never acknowledged it (it was ejected), then
+    // came back from a checkpoint that holds it: no ack in the journal, only the old dispatch mark.
+    let e = Entry::new(2, String::new(), SystemTime::now(), request("/k/1"));
+    journal.append(e).await.unwrap();
+    for name in ["a", "b", "c"] {
+        journal.record_dispatch(2, name).await.unwrap();
+        let backend = r.pool().get(name).unwrap();
+        fakes
+            .send(
+                &backend,
+                &request("/k/1"),
+                &[],
+                std::time::Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        backend.mark_acked(2);
+    }
+    journal.record_ack(2, "a").await.unwrap();
+    journal.record_ack(2, "c").await.unwrap();
+    let answer = ResponseRecord {
+        status: 200,
+        headers: vec![],
+        body: bytes::Bytes::new(),
+    };
+    journal.commit(2, answer).await.unwrap();
+    // The saved topology: every backend in-sync through seq 2.
+    journal.save_topology(&r.topology()).await.unwrap();
+
+    let r2 = restart(cfg, &fakes, &journal);
+    r2.restore(&journal.load_topology().await.unwrap().unwrap());
+    let report = recover(&r2).await;
+    assert!(report.suspects.is_empty(), "{report:?}");
+    let b = r2.pool().get("b").unwrap();
+    assert_eq!((b.state(), b.acked_seq()), (BackendState::InSync, 2));
+    assert_eq!(fakes.processed("b").len(), 2, "not sent again");
+}
