@@ -259,11 +259,10 @@ impl GatewayProxy {
                             };
                             return self.respond_error(session, &e).await;
                         }
-                        // Never committed, and a backend may have applied it anyway: running it
-                        // again could apply it twice, so it is not run again.
-                        EntryState::Aborted(_)
-                            if entry.dispatched.iter().any(|b| entry.outcome_unknown(b)) =>
-                        {
+                        // Never committed, and a backend applied it (a recovery can abort a
+                        // request the primary answered) or may have: running it again could
+                        // apply it twice, so it is not run again.
+                        EntryState::Aborted(_) if entry.maybe_applied() => {
                             let e = GatewayError::IdempotencyOutcomeUnknown {
                                 header: header.clone(),
                                 seq: entry.seq,

@@ -1127,11 +1127,23 @@ impl Chaos {
             match name {
                 "mid-catch-up" => self.provoke_catch_up().await,
                 "during-promotion" => {
+                    // Only with a successor: killing the only copy that has everything is not a
+                    // single fault (a memory primary comes back empty).
                     if let Some(s) = self.status().await {
                         let primary = s["primary"].as_str().unwrap_or("").to_owned();
-                        self.backend_mut(&primary).kill();
-                        self.timeline
-                            .note(&format!("during-promotion: SIGKILL the primary {primary}"));
+                        let successor = self.backends.iter().any(|b| {
+                            b.name != primary && Self::state_of(&s, &b.name).0 == "in-sync"
+                        });
+                        if successor {
+                            self.backend_mut(&primary).kill();
+                            self.timeline
+                                .note(&format!("during-promotion: SIGKILL the primary {primary}"));
+                        } else {
+                            self.timeline.say(&format!(
+                                "during-promotion: no in-sync backup after the restart, the primary is not killed: {}",
+                                Self::describe(&s)
+                            ));
+                        }
                     }
                 }
                 _ => {}

@@ -126,6 +126,13 @@ impl Entry {
         named(&self.dispatched) && !named(&self.acks) && !named(&self.undelivered)
     }
 
+    /// Whether some backend applied it (acknowledged it) or may have (its outcome there is
+    /// unknown). An aborted entry for which this holds must not run again under the same
+    /// idempotency key: it could be applied twice.
+    pub fn maybe_applied(&self) -> bool {
+        !self.acks.is_empty() || self.dispatched.iter().any(|b| self.outcome_unknown(b))
+    }
+
     pub fn with_idempotency(mut self, key: Option<IdempotencyKey>) -> Self {
         self.idempotency = key;
         self
@@ -211,4 +218,35 @@ pub enum JournalError {
     WriterStopped { detail: String },
     #[error("transaction {id} has already ended")]
     TransactionEnded { id: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        let request = RequestRecord {
+            method: "POST".into(),
+            uri: "/accounts/1/deposit".into(),
+            headers: vec![],
+            body: Bytes::from_static(b"{\"amount\":1}"),
+        };
+        Entry::new(7, String::new(), SystemTime::UNIX_EPOCH, request)
+    }
+
+    #[test]
+    fn maybe_applied_tells_a_request_no_backend_can_have_applied() {
+        let mut e = entry();
+        assert!(!e.maybe_applied(), "never sent anywhere");
+        e.dispatched.push("a".into());
+        assert!(e.maybe_applied(), "sent, no answer: unknown outcome");
+        e.undelivered.push("a".into());
+        assert!(!e.maybe_applied(), "the connection failed: never received");
+        // A recovery can abort a request the primary answered: that copy applied it.
+        e.dispatched.push("b".into());
+        e.acks.push("b".into());
+        assert!(e.maybe_applied(), "acknowledged by b");
+        e.state = EntryState::Aborted("no in-sync backend can take it".into());
+        assert!(e.maybe_applied(), "the abort does not undo b's copy");
+    }
 }
