@@ -25,5 +25,5 @@ mod transport;
 
 pub use idempotency::{KeyError, MAX_KEY_LEN};
 pub use respond::{ErrorResponse, GatewayError};
-pub use server::{Gateway, Running};
-pub use transport::{PeerTimeouts, PingoraTransport};
+pub use server::{Environment, Gateway, ListenerApp, Running};
+pub use transport::{BackendConnector, PeerTimeouts, PingoraTransport};

@@ -23,21 +23,64 @@ use tracing::info;
 use crate::admin::Admin;
 use crate::proxy::GatewayProxy;
 use crate::shared::Shared;
-use crate::transport::{PeerTimeouts, PingoraTransport};
+use crate::transport::{BackendConnector, PeerTimeouts, PingoraTransport};
 
 /// One gateway's parts, built from a validated config.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     shared: Arc<Shared>,
+    /// What opens connections to backends, for every peer this gateway builds.
+    connector: Option<BackendConnector>,
+}
+
+/// What a gateway runs on besides its config. The default is the binary's: the system clock,
+/// the file journal in `journal.dir`, and the operating system's TCP. A deterministic
+/// simulation replaces all three (simulated time, a journal that outlives a simulated crash,
+/// the simulated network).
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// Sequencing time (`Lockstep-Time`) and idempotency-key expiry.
+    pub clock: Arc<dyn Clock>,
+    /// The journal to use instead of opening the file journal in `journal.dir`.
+    pub journal: Option<Arc<dyn Journal>>,
+    /// Opens the connections to backends (replication, reads, health checks, hooks) instead of
+    /// the operating system.
+    pub connector: Option<BackendConnector>,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Environment {
+            clock: Arc::new(SystemClock),
+            journal: None,
+            connector: None,
+        }
+    }
 }
 
 impl Gateway {
     pub fn new(config: Config) -> Result<Self, StartError> {
-        Self::with_clock(config, Arc::new(SystemClock))
+        Self::with_environment(config, Environment::default())
     }
 
     /// A gateway whose sequencing time and key expiry follow `clock` (tests move it by hand).
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        Self::with_environment(
+            config,
+            Environment {
+                clock,
+                ..Environment::default()
+            },
+        )
+    }
+
+    /// A gateway on `environment`'s clock, journal and network.
+    pub fn with_environment(config: Config, environment: Environment) -> Result<Self, StartError> {
+        let Environment {
+            clock,
+            journal,
+            connector,
+        } = environment;
         let admin_token = admin_token(&config)?;
         crate::metrics::install();
         let repl = &config.replication;
@@ -45,6 +88,7 @@ impl Gateway {
         let timeouts = PeerTimeouts {
             connect: repl.connect_timeout,
             io,
+            connector: connector.clone(),
         };
         let pool = Arc::new(Pool::new(&config.backends));
         let durability = match config.journal.fsync {
@@ -52,22 +96,28 @@ impl Gateway {
             FsyncMode::Batch => Durability::Batch,
             FsyncMode::Never => Durability::Never,
         };
-        let options = FileJournalOptions {
-            segment_bytes: config.journal.segment_size,
-            ..FileJournalOptions::new(durability)
-        };
-        let journal = FileJournal::open_with(&config.journal.dir, options).map_err(|source| {
-            StartError::Journal {
-                dir: config.journal.dir.display().to_string(),
-                source,
+        let journal: Arc<dyn Journal> = match journal {
+            Some(journal) => journal,
+            None => {
+                let options = FileJournalOptions {
+                    segment_bytes: config.journal.segment_size,
+                    ..FileJournalOptions::new(durability)
+                };
+                let journal =
+                    FileJournal::open_with(&config.journal.dir, options).map_err(|source| {
+                        StartError::Journal {
+                            dir: config.journal.dir.display().to_string(),
+                            source,
+                        }
+                    })?;
+                Arc::new(journal)
             }
-        })?;
+        };
         // The roles and states of the last run apply before anything is served, reads included.
         let topology = block_on(journal.load_topology()).map_err(|source| StartError::Journal {
             dir: config.journal.dir.display().to_string(),
             source,
         })?;
-        let journal: Arc<dyn Journal> = Arc::new(journal);
         let transport = Arc::new(PingoraTransport::new(timeouts.clone()));
         let replicator = Replicator::new(pool, journal, transport, repl.clone(), clock);
         if let Some(topology) = &topology {
@@ -91,6 +141,7 @@ impl Gateway {
         let read_timeouts = PeerTimeouts {
             connect: repl.connect_timeout,
             io: repl.primary_timeout,
+            connector: connector.clone(),
         };
         Ok(Gateway {
             shared: Arc::new(Shared {
@@ -106,6 +157,7 @@ impl Gateway {
                 logical_in_flight: Default::default(),
                 read_peers: Default::default(),
             }),
+            connector,
         })
     }
 
@@ -139,6 +191,7 @@ impl Gateway {
         let timeouts = PeerTimeouts {
             connect: repl.connect_timeout.min(health.timeout),
             io: health.timeout,
+            connector: self.connector.clone(),
         };
         HealthChecker::new(
             self.shared.replicator.clone(),
@@ -245,6 +298,42 @@ impl Gateway {
                 svc.start_service(Some(fds), stopped, 1).await
             }));
         }
+        tasks.extend(self.spawn_background(stopped));
+        Ok(Running {
+            gateway: gateway_addr,
+            admin: admin_addr,
+            stop,
+            tasks,
+            app: self,
+        })
+    }
+}
+
+/// Serving without listeners of the gateway's own, for a caller that accepts the connections
+/// itself (a simulated network): the same pingora applications and background tasks that
+/// [`Gateway::spawn`] runs.
+impl Gateway {
+    /// The data listener's application: hand it each connection accepted for the data port.
+    pub fn proxy_app(&self) -> ListenerApp {
+        let conf = Arc::new(ServerConf {
+            threads: self.shared.config.gateway.threads,
+            ..Default::default()
+        });
+        let mut proxy = HttpProxy::new(GatewayProxy::new(self.shared.clone()), conf);
+        proxy.handle_init_modules();
+        ListenerApp(App::Proxy(Arc::new(proxy)))
+    }
+
+    /// The admin listener's application.
+    pub fn admin_app(&self) -> ListenerApp {
+        ListenerApp(App::Admin(Arc::new(Admin::new(self.shared.clone()))))
+    }
+
+    /// Starts, on the current runtime, what runs beside the listeners: the journal recovery
+    /// (which opens admission), the health checks, the webhook, key expiry and automatic
+    /// checkpoints. They end when `stopped` turns true.
+    pub fn spawn_background(&self, stopped: ShutdownWatch) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
         let recovering = self.clone();
         tasks.push(tokio::spawn(
             async move { recover_logged(&recovering).await },
@@ -261,17 +350,43 @@ impl Gateway {
             ));
         }
         tasks.push(tokio::spawn(expire_keys(self.clone(), stopped.clone())));
-        tasks.push(tokio::spawn(auto_checkpoints(
-            self.clone(),
-            stopped.clone(),
-        )));
-        Ok(Running {
-            gateway: gateway_addr,
-            admin: admin_addr,
-            stop,
-            tasks,
-            app: self,
-        })
+        tasks.push(tokio::spawn(auto_checkpoints(self.clone(), stopped)));
+        tasks
+    }
+}
+
+/// One of the gateway's listener applications (see [`Gateway::proxy_app`]).
+#[derive(Clone)]
+pub struct ListenerApp(App);
+
+#[derive(Clone)]
+enum App {
+    Proxy(Arc<HttpProxy<GatewayProxy>>),
+    Admin(Arc<Admin>),
+}
+
+impl std::fmt::Debug for ListenerApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.0 {
+            App::Proxy(_) => "proxy",
+            App::Admin(_) => "admin",
+        };
+        f.debug_tuple("ListenerApp").field(&name).finish()
+    }
+}
+
+impl ListenerApp {
+    /// Serves one accepted connection, request after request, until it closes or `shutdown`
+    /// turns true: what pingora's listening service does with each connection it accepts.
+    pub async fn serve_connection(
+        &self,
+        stream: pingora::protocols::Stream,
+        shutdown: ShutdownWatch,
+    ) {
+        match &self.0 {
+            App::Proxy(app) => Service::handle_event(stream, app.clone(), shutdown).await,
+            App::Admin(app) => Service::handle_event(stream, app.clone(), shutdown).await,
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use dashmap::DashMap;
 use lockstep_backends::{Backend, Transport, TransportError};
 use lockstep_journal::{Header, RequestRecord, ResponseRecord};
+use pingora::connectors::L4Connect;
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::{HttpPeer, Peer};
@@ -20,13 +21,21 @@ const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 /// How long an idle pooled connection to a backend is kept.
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
+/// How the gateway reaches a backend: its timeouts, and what opens the connection.
 #[derive(Debug, Clone)]
 pub struct PeerTimeouts {
     pub connect: Duration,
     /// Read/write timeout of a single socket operation; the whole exchange is bounded by the
     /// caller's timeout.
     pub io: Duration,
+    /// Opens the TCP connection to a backend's address instead of the operating system, when
+    /// set: the seam through which a simulation puts its own network under the gateway. `None`
+    /// (the binary) dials through the OS.
+    pub connector: Option<BackendConnector>,
 }
+
+/// A caller's layer-4 connector (see [`PeerTimeouts::connector`]).
+pub type BackendConnector = Arc<dyn L4Connect + Send + Sync>;
 
 /// One pooled HTTP/1.1 client for all backends. Keep one per runtime: pooled connections belong
 /// to the runtime that opened them.
@@ -190,6 +199,7 @@ pub(crate) fn backend_peer(
     peer.options.read_timeout = Some(timeouts.io);
     peer.options.write_timeout = Some(timeouts.io);
     peer.options.idle_timeout = Some(POOL_IDLE);
+    peer.options.custom_l4 = timeouts.connector.clone();
     Ok(peer)
 }
 

@@ -1,0 +1,466 @@
+//! One seeded run: the hosts, the fault schedule, the driver loop and the checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lockstep::{Environment, Gateway};
+use lockstep_backends::{BackendState, Clock};
+use lockstep_config::Config;
+use lockstep_journal::MemoryJournal;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use turmoil::net::TcpListener;
+
+use crate::bank::{BANK_PORT, Bank};
+use crate::linearizability::{Action, Operation, is_linearizable};
+use crate::net::{SimConnector, downstream};
+use crate::rng::SplitMix64;
+use crate::workload::{ADMIN_PORT, DATA_PORT, Shared, operator, writer};
+
+const BACKENDS: [&str; 3] = ["a", "b", "c"];
+const WRITERS: usize = 4;
+const DEPOSITS_PER_WRITER: usize = 6;
+/// Faults start inside this window of simulated time and are all healed at its end.
+const CHAOS_START: Duration = Duration::from_secs(2);
+const HEAL_AT: Duration = Duration::from_secs(20);
+/// A run that has not finished by then has lost liveness.
+const SIMULATION_LIMIT: Duration = Duration::from_secs(300);
+
+/// The kinds of fault the driver injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// The gateway host crashes (its journal survives, as on a disk synced on every append) and
+    /// restarts later.
+    GatewayCrash,
+    /// The backend that is the primary at that moment crashes (its state survives) and restarts.
+    PrimaryCrash,
+    /// A backup crashes and restarts.
+    BackupCrash,
+    /// The network between the gateway and the primary drops everything for a while.
+    PrimaryPartition,
+    /// The network between the gateway and a backup drops everything for a while.
+    BackupPartition,
+    /// The network between the gateway and a backend holds every message for a while.
+    Hold,
+}
+
+/// What one run saw.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub seed: u64,
+    /// A hash of everything that happened, in order: equal for two runs of one seed.
+    pub trace_hash: u64,
+    pub faults: BTreeMap<FaultKind, usize>,
+    /// Client operations checked for linearizability.
+    pub operations: usize,
+    /// Everything that must never happen, with what it was.
+    pub violations: Vec<String>,
+    pub simulated: Duration,
+    /// The trace itself, for a report.
+    pub trace: Vec<String>,
+}
+
+/// Simulated wall time for the gateway's sequencing and key expiry.
+#[derive(Debug)]
+struct SimClock;
+
+impl Clock for SimClock {
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + turmoil::since_epoch().unwrap_or_default()
+    }
+}
+
+/// The gateway's configuration: three demo banks, a view probe so that a rejoin checks the
+/// view, the demo's reset hook, and every timeout at 1 s or more (pingora's shorter timeouts
+/// run on a real-time thread, outside the simulation).
+fn config(addresses: &[(String, std::net::IpAddr)]) -> Config {
+    let mut toml = String::from(
+        r#"
+[gateway]
+listen = "127.0.0.1:8080"
+threads = 1
+
+[admin]
+listen = "127.0.0.1:8081"
+
+[journal]
+dir = "simulated-journal"
+fsync = "always"
+
+[replication]
+ack = "all"
+dispatch = "sequential"
+backup_timeout = "2s"
+primary_timeout = "3s"
+connect_timeout = "1s"
+
+[health]
+path = "/health"
+interval = "1s"
+timeout = "1s"
+unhealthy_after = 2
+healthy_after = 2
+
+[[routes]]
+match = "POST /accounts/**"
+kind = "logical"
+idempotency = "required"
+
+[[verify.probes]]
+request = "GET /accounts"
+"#,
+    );
+    for (i, (name, ip)) in addresses.iter().enumerate() {
+        let role = if i == 0 { "primary" } else { "backup" };
+        toml.push_str(&format!(
+            "\n[[backends]]\nname = \"{name}\"\nurl = \"http://{ip}:{BANK_PORT}\"\nrole = \"{role}\"\nreset = {{ request = \"POST /admin/reset\" }}\n"
+        ));
+    }
+    Config::from_toml_str(&toml).expect("the simulation's configuration is valid")
+}
+
+/// The gateway host: the real gateway on the simulated clock, network and surviving journal.
+async fn gateway_host(
+    config: Config,
+    journal: Arc<MemoryJournal>,
+    published: Arc<Mutex<Option<Gateway>>>,
+) -> turmoil::Result {
+    let environment = Environment {
+        clock: Arc::new(SimClock),
+        journal: Some(journal),
+        connector: Some(Arc::new(SimConnector)),
+    };
+    let gateway = Gateway::with_environment(config, environment)?;
+    *published.lock() = Some(gateway.clone());
+    // Never sent: the gateway runs until the host crashes.
+    let (_stop, stopped) = watch::channel(false);
+    let _background = gateway.spawn_background(stopped.clone());
+    let admin_listener = TcpListener::bind(("0.0.0.0", ADMIN_PORT)).await?;
+    let admin = gateway.admin_app();
+    let admin_stopped = stopped.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = admin_listener.accept().await {
+            let (app, stopped) = (admin.clone(), admin_stopped.clone());
+            tokio::spawn(async move { app.serve_connection(downstream(stream), stopped).await });
+        }
+    });
+    let listener = TcpListener::bind(("0.0.0.0", DATA_PORT)).await?;
+    let proxy = gateway.proxy_app();
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let (app, stopped) = (proxy.clone(), stopped.clone());
+        tokio::spawn(async move { app.serve_connection(downstream(stream), stopped).await });
+    }
+}
+
+/// A scheduled change to the world.
+#[derive(Debug, Clone)]
+enum Step {
+    Start(FaultKind, Duration),
+    Bounce(String),
+    Repair(String),
+    Release(String),
+}
+
+/// Runs one seed and checks it.
+pub fn run(seed: u64) -> Outcome {
+    let shared = Arc::new(Shared::default());
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .tick_duration(Duration::from_millis(10))
+        .simulation_duration(SIMULATION_LIMIT)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(20))
+        .build();
+    let banks: Vec<Bank> = BACKENDS.iter().map(|n| Bank::new(n)).collect();
+    for bank in &banks {
+        let bank = bank.clone();
+        sim.host(bank.name, move || bank.clone().serve());
+    }
+    let addresses: Vec<(String, std::net::IpAddr)> = BACKENDS
+        .iter()
+        .map(|n| (n.to_string(), sim.lookup(*n)))
+        .collect();
+    let config = config(&addresses);
+    let journal = Arc::new(MemoryJournal::new());
+    let published: Arc<Mutex<Option<Gateway>>> = Arc::default();
+    {
+        let (journal, published) = (journal.clone(), published.clone());
+        sim.host("gateway", move || {
+            gateway_host(config.clone(), journal.clone(), published.clone())
+        });
+    }
+    let mut rng = SplitMix64::new(seed);
+    for index in 0..WRITERS {
+        let client_seed = rng.next_u64();
+        sim.client(
+            format!("client-{index}"),
+            writer(shared.clone(), index, DEPOSITS_PER_WRITER, client_seed),
+        );
+    }
+    sim.client(
+        "operator",
+        operator(shared.clone(), BACKENDS.to_vec(), WRITERS),
+    );
+
+    // The fault schedule: two to five faults, each starting in the chaos window and lasting 1
+    // to 8 s; everything is healed at HEAL_AT.
+    let kinds = [
+        FaultKind::GatewayCrash,
+        FaultKind::PrimaryCrash,
+        FaultKind::BackupCrash,
+        FaultKind::PrimaryPartition,
+        FaultKind::BackupPartition,
+        FaultKind::Hold,
+    ];
+    let mut schedule: Vec<(Duration, Step)> = Vec::new();
+    for _ in 0..2 + rng.below(4) {
+        let kind = kinds[rng.below(kinds.len() as u64) as usize];
+        let window = (HEAL_AT - CHAOS_START).as_millis() as u64 - 8_000;
+        let at = CHAOS_START + Duration::from_millis(rng.below(window));
+        let lasts = Duration::from_millis(1_000 + rng.below(7_000));
+        schedule.push((at, Step::Start(kind, lasts)));
+    }
+    let mut faults: BTreeMap<FaultKind, usize> = BTreeMap::new();
+    let mut violations = Vec::new();
+    // Hosts crashed or links cut now, so that two faults never stack on one target.
+    let mut affected: BTreeSet<String> = BTreeSet::new();
+    let mut healed = false;
+    loop {
+        let now = sim.elapsed();
+        schedule.sort_by_key(|(at, _)| *at);
+        while schedule.first().is_some_and(|(at, _)| *at <= now) {
+            let (_, step) = schedule.remove(0);
+            let primary = published
+                .lock()
+                .as_ref()
+                .map(|g| g.replicator().pool().primary().name.clone())
+                .unwrap_or_else(|| BACKENDS[0].to_owned());
+            let backups: Vec<&str> = BACKENDS.iter().copied().filter(|b| *b != primary).collect();
+            match step {
+                Step::Start(kind, lasts) => {
+                    let target = match kind {
+                        FaultKind::GatewayCrash => "gateway".to_owned(),
+                        FaultKind::PrimaryCrash | FaultKind::PrimaryPartition => primary,
+                        FaultKind::BackupCrash | FaultKind::BackupPartition | FaultKind::Hold => {
+                            backups[rng.below(backups.len() as u64) as usize].to_owned()
+                        }
+                    };
+                    if !affected.insert(target.clone()) {
+                        continue;
+                    }
+                    *faults.entry(kind).or_default() += 1;
+                    shared.log(format!("{now:?} fault {kind:?} on {target} for {lasts:?}"));
+                    let end = (now + lasts).min(HEAL_AT);
+                    let undo = match kind {
+                        FaultKind::GatewayCrash
+                        | FaultKind::PrimaryCrash
+                        | FaultKind::BackupCrash => {
+                            sim.crash(target.as_str());
+                            Step::Bounce(target)
+                        }
+                        FaultKind::PrimaryPartition | FaultKind::BackupPartition => {
+                            sim.partition("gateway", target.as_str());
+                            Step::Repair(target)
+                        }
+                        FaultKind::Hold => {
+                            sim.hold("gateway", target.as_str());
+                            Step::Release(target)
+                        }
+                    };
+                    schedule.push((end, undo));
+                }
+                Step::Bounce(host) => {
+                    sim.bounce(host.as_str());
+                    affected.remove(&host);
+                }
+                Step::Repair(host) => {
+                    sim.repair("gateway", host.as_str());
+                    affected.remove(&host);
+                }
+                Step::Release(host) => {
+                    sim.release("gateway", host.as_str());
+                    affected.remove(&host);
+                }
+            }
+            shared.log(format!("{now:?} world changed; primary was {}", {
+                published
+                    .lock()
+                    .as_ref()
+                    .map(|g| g.replicator().pool().primary().name.clone())
+                    .unwrap_or_default()
+            }));
+        }
+        if !healed && now >= HEAL_AT && schedule.is_empty() {
+            healed = true;
+            shared.healed.store(true, Ordering::SeqCst);
+            shared.log(format!("{now:?} healed"));
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                violations.push(format!("the run did not complete: {e}"));
+                break;
+            }
+        }
+    }
+    let simulated = sim.elapsed();
+    drop(sim);
+
+    let gateway = published.lock().clone();
+    let operations = check(&shared, &banks, gateway.as_ref(), &mut violations);
+    violations.extend(shared.violations.lock().iter().cloned());
+    let trace = shared.trace.lock().clone();
+    let mut hasher = DefaultHasher::new();
+    trace.hash(&mut hasher);
+    for bank in &banks {
+        bank.applied().hash(&mut hasher);
+    }
+    Outcome {
+        seed,
+        trace_hash: hasher.finish(),
+        faults,
+        operations,
+        violations,
+        simulated,
+        trace,
+    }
+}
+
+/// The end-of-run checks; returns how many client operations were checked.
+fn check(
+    shared: &Shared,
+    banks: &[Bank],
+    gateway: Option<&Gateway>,
+    violations: &mut Vec<String>,
+) -> usize {
+    if !shared.final_write.load(Ordering::SeqCst) {
+        violations.push("liveness: the final write after the heal was not acknowledged".into());
+    }
+    let Some(gateway) = gateway else {
+        violations.push("the gateway never started".into());
+        return 0;
+    };
+    let pool = gateway.replicator().pool();
+    let primary = pool.primary().name.clone();
+    // The copies that must agree: the primary and every backup the gateway holds in-sync.
+    let in_sync: Vec<&Bank> = banks
+        .iter()
+        .filter(|b| {
+            b.name == primary
+                || pool
+                    .get(b.name)
+                    .is_some_and(|backend| backend.state() == BackendState::InSync)
+        })
+        .collect();
+    let out: Vec<String> = banks
+        .iter()
+        .filter(|b| !in_sync.iter().any(|s| s.name == b.name))
+        .map(|b| {
+            let state = pool.get(b.name).map(|x| x.state().to_string());
+            format!("{} ({})", b.name, state.unwrap_or_default())
+        })
+        .collect();
+    if !out.is_empty() {
+        violations.push(format!(
+            "liveness: after the heal and the rejoins, not in sync: {}",
+            out.join(", ")
+        ));
+    }
+    let acknowledged = shared.acknowledged.lock().clone();
+    let pending = shared.pending.lock().clone();
+    let unknown = shared.unknown.lock().clone();
+    let accounts = shared.accounts.lock().clone();
+    let reference = in_sync[0];
+    for bank in &in_sync {
+        let applied = bank.applied();
+        // Same requests in the same order on every copy that counts.
+        if applied != reference.applied() {
+            violations.push(format!(
+                "order: {} applied {:?}, {} applied {:?}",
+                reference.name,
+                reference.applied(),
+                bank.name,
+                applied
+            ));
+        }
+        if bank.snapshot() != reference.snapshot() {
+            violations.push(format!(
+                "state: {} and {} differ: {:?} / {:?}",
+                reference.name,
+                bank.name,
+                reference.snapshot(),
+                bank.snapshot()
+            ));
+        }
+        // At most once per idempotency key, and in sequence order.
+        let mut keys = BTreeSet::new();
+        for a in &applied {
+            if let Some(key) = &a.key
+                && !keys.insert(key.clone())
+            {
+                violations.push(format!("duplicate: {} applied {key} twice", bank.name));
+            }
+        }
+        if applied.windows(2).any(|w| w[0].seq >= w[1].seq) {
+            violations.push(format!(
+                "order: {} applied sequence numbers out of order: {:?}",
+                bank.name,
+                applied.iter().map(|a| a.seq).collect::<Vec<_>>()
+            ));
+        }
+        // Every acknowledged deposit is there, once.
+        let snapshot = bank.snapshot();
+        for (owner, id) in &accounts {
+            let expected = acknowledged.get(owner).copied().unwrap_or(0);
+            let balance = snapshot
+                .accounts
+                .iter()
+                .find(|a| a.id == *id as i64)
+                .map(|a| a.balance);
+            // A deposit still unanswered when the run ended, or answered "outcome unknown", may
+            // or may not have been applied.
+            let doubtful = i64::from(pending.contains_key(owner))
+                + unknown.get(owner).map_or(0, |u| u.len() as i64);
+            let allowed = expected..=expected + doubtful;
+            if !balance.is_some_and(|b| allowed.contains(&b)) {
+                violations.push(format!(
+                    "lost or duplicated: account {id} on {} holds {balance:?}, {expected} deposits were acknowledged",
+                    bank.name
+                ));
+            }
+        }
+    }
+    let mut history = shared.history.lock().clone();
+    for (owner, invoked) in unknown
+        .iter()
+        .flat_map(|(o, u)| u.iter().map(move |i| (o, i)))
+    {
+        history.entry(*owner).or_default().push(Operation {
+            invoked: *invoked,
+            returned: None,
+            action: Action::Deposit(None),
+        });
+    }
+    for (owner, invoked) in &pending {
+        history.entry(*owner).or_default().push(Operation {
+            invoked: *invoked,
+            returned: None,
+            action: Action::Deposit(None),
+        });
+    }
+    let mut operations = 0;
+    for (owner, ops) in history.iter() {
+        operations += ops.len();
+        if !is_linearizable(ops) {
+            violations.push(format!(
+                "linearizability: the history of client-{owner}'s account is not linearizable: {ops:?}"
+            ));
+        }
+    }
+    operations
+}
