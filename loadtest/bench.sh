@@ -18,9 +18,10 @@ RUNS=3            # measured runs per row; the tables show the median
 CONNECTIONS=32    # connections of the load generator (closed loop)
 WARMUP=2          # seconds of load per row before its first measured run
 ACCOUNTS=16       # writes are spread over accounts 1..ACCOUNTS
-MAX_OTHER=0.25    # CPU (in cores) other processes may use during a run before it is redone
+MAX_OTHER=0.25    # CPU (in cores) other processes may use during a run: above, it is disturbed
 QUIET_WAIT=60     # seconds to wait at most for other processes to calm down before a run
-REDO=2            # disturbed runs are redone at most this many times
+REDO=2            # disturbed runs are measured again at most this many times, at the end
+BUDGET=1200       # seconds for the measured runs, waits and repetitions included
 WRITE_DOC=0
 ONLY=
 PROFILE_DIR=
@@ -36,9 +37,10 @@ backend, nginx (one worker: reverse proxy and mirror), HAProxy (one thread) and 
 gateways (threads = 1) on free 127.0.0.1 ports, and measures every row with
 `lockstep-load -c CONNECTIONS` (closed loop, one thread), RUNS times, rows interleaved. A few GET
 rows are measured with `wrk -t1 -cCONNECTIONS` as well, as a cross-check of the generator.
-Before each run it waits until other processes leave the CPU alone, and redoes a run during which
-they did not. Prints Markdown tables of medians; with --write-doc, also replaces the part of
-docs/benchmarks.md between <!-- bench:begin --> and <!-- bench:end --> with them.
+Before each run it waits (within a time budget) until other processes leave the CPU alone; runs
+during which they did not are measured again at the end, and the least disturbed attempt is kept.
+Prints Markdown tables of medians; with --write-doc, also replaces the part of docs/benchmarks.md
+between <!-- bench:begin --> and <!-- bench:end --> with them.
 
 Exits non-zero when a process does not start, a run fails or has errors (non-2xx answers,
 socket errors), or a gateway's backups no longer agree with its primary at the end.
@@ -47,26 +49,32 @@ Needs: cargo, curl, ss, nginx (Debian: nginx-light or nginx), haproxy and wrk; p
 --profile. Run as root on a system with apt-get, it installs the missing Debian packages.
 
 Options:
-  --quick              one run of 3 s per row, 1 s warm-up (about 4 minutes in all)
+  --quick              one run of 3 s per row, 1 s warm-up, 200 s budget (under 5 minutes)
   --duration SECONDS   length of one measured run         (default 6)
   --runs N             measured runs per row              (default 3)
   --connections N      connections of the load generator  (default 32)
-  --max-other CORES    CPU other processes may use during a run before it is redone
-                       (default 0.25; 0 turns the check off)
+  --max-other CORES    CPU other processes may use during a run before it counts as disturbed
+                       (default 0.25; 0 turns the check, the waiting and the repeating off)
+  --budget SECONDS     time for all measured runs, waiting for quiet moments and repeating
+                       disturbed runs included (default 1200: a full run takes at most about
+                       23 minutes with the build up to date); when the remaining runs need
+                       the rest, the script stops waiting and repeating
   --only REGEX         measure only the rows whose id matches (ids: see the progress lines)
-  --profile DIR        record the lockstep process of each lockstep row with `perf record -g`
-                       during its first run; writes DIR/ROW.txt (`perf report`)
+  --profile DIR        record the proxy (lockstep, nginx's worker, HAProxy) of every row with
+                       `perf record -g` during its first run; writes DIR/ROW.txt
+                       (`perf report`) and DIR/ROW.summary.txt (loadtest/bench/perf-summary.sh)
   --write-doc          write the results into docs/benchmarks.md
 USAGE
 }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
-    --quick) QUICK=1; RUNS=1; DURATION=3; WARMUP=1; QUIET_WAIT=20; REDO=1; shift ;;
+    --quick) QUICK=1; RUNS=1; DURATION=3; WARMUP=1; QUIET_WAIT=20; REDO=1; BUDGET=200; shift ;;
     --duration) DURATION=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --connections) CONNECTIONS=$2; shift 2 ;;
     --max-other) MAX_OTHER=$2; shift 2 ;;
+    --budget) BUDGET=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --profile) PROFILE_DIR=$2; shift 2 ;;
     --write-doc) WRITE_DOC=1; shift ;;
@@ -74,8 +82,8 @@ while [[ $# -gt 0 ]]; do
     *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[[ $DURATION =~ ^[1-9][0-9]*$ && $RUNS =~ ^[1-9][0-9]*$ && $CONNECTIONS =~ ^[1-9][0-9]*$ ]] ||
-    { echo "bench: --duration, --runs and --connections take positive integers" >&2; exit 2; }
+[[ $DURATION =~ ^[1-9][0-9]*$ && $RUNS =~ ^[1-9][0-9]*$ && $CONNECTIONS =~ ^[1-9][0-9]*$ && $BUDGET =~ ^[0-9]+$ ]] ||
+    { echo "bench: --duration, --runs, --connections and --budget take positive integers" >&2; exit 2; }
 [[ $MAX_OTHER =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "bench: --max-other takes a number of cores" >&2; exit 2; }
 if [[ $WRITE_DOC -eq 1 && ( -n $ONLY || -n $PROFILE_DIR ) ]]; then
     echo "bench: --write-doc needs every row and no profiler; drop --only / --profile" >&2
@@ -117,8 +125,9 @@ need_debian haproxy haproxy "the second reference reverse proxy"
 
 say "building lockstep, lockstep-demo and lockstep-load (release)"
 cargo build --release -p lockstep -p lockstep-demo -p lockstep-loadtest >&2
+cargo build --release -p lockstep --example bare_proxy >&2
 BIN=${CARGO_TARGET_DIR:-$root/target}/release
-for b in lockstep lockstep-demo lockstep-load; do
+for b in lockstep lockstep-demo lockstep-load examples/bare_proxy; do
     [[ -x $BIN/$b ]] || die "release binary $b not found in $BIN"
 done
 LOAD=$BIN/lockstep-load
@@ -355,6 +364,17 @@ haproxy -db -f "$TMP/haproxy/haproxy.cfg" >"$TMP/haproxy/haproxy.log" 2>&1 &
 HAP_PID=$!
 PIDS+=("$HAP_PID")
 
+# The framework's floor: pingora forwarding every request to one upstream and nothing else
+# (gateway/examples/bare_proxy.rs), one worker thread like the gateways.
+free_port; BARE_DEMO_PORT=$PORT
+"$BIN/examples/bare_proxy" "127.0.0.1:$BARE_DEMO_PORT" "$DEMO_D" 1 >"$TMP/bare-demo.log" 2>&1 &
+BARE_DEMO_PID=$!
+PIDS+=("$BARE_DEMO_PID")
+free_port; BARE_STATIC_PORT=$PORT
+"$BIN/examples/bare_proxy" "127.0.0.1:$BARE_STATIC_PORT" "127.0.0.1:$STATIC_PORT" 1 >"$TMP/bare-static.log" 2>&1 &
+BARE_STATIC_PID=$!
+PIDS+=("$BARE_STATIC_PID")
+
 # Gateways: NAME FSYNC DISPATCH LANES and their backends (the first one is the primary).
 GATEWAYS=()      # "name|port|admin|pid|backups"
 start_gateway() { # start_gateway NAME FSYNC DISPATCH LANES BACKUPS [PRIMARY_ADDR]
@@ -386,6 +406,8 @@ wait_http "http://127.0.0.1:$NGX_STATIC_PORT/" "$NGX_PID"
 wait_http "http://127.0.0.1:$NGX_MIRROR_PORT/health" "$NGX_PID"
 wait_http "http://127.0.0.1:$HAP_DEMO_PORT/health" "$HAP_PID"
 wait_http "http://127.0.0.1:$HAP_STATIC_PORT/" "$HAP_PID"
+wait_http "http://127.0.0.1:$BARE_DEMO_PORT/health" "$BARE_DEMO_PID"
+wait_http "http://127.0.0.1:$BARE_STATIC_PORT/" "$BARE_STATIC_PID"
 for gw in "${GATEWAYS[@]}"; do
     IFS='|' read -r name port _ pid _ <<<"$gw"
     wait_http "http://127.0.0.1:$port/health" "$pid"
@@ -425,6 +447,7 @@ ROWS=(
     "get-nginx|get|nginx proxy|load|GET|http://$L:$NGX_DEMO_PORT$GET_PATH|$NGX_PID|"
     "wrk-get-nginx|xcheck|demo, nginx proxy|wrk|GET|http://$L:$NGX_DEMO_PORT$GET_PATH|$NGX_PID|get-nginx"
     "get-haproxy|get|HAProxy|load|GET|http://$L:$HAP_DEMO_PORT$GET_PATH|$HAP_PID|get-nginx"
+    "get-bare|get|pingora, bare proxy|load|GET|http://$L:$BARE_DEMO_PORT$GET_PATH|$BARE_DEMO_PID|get-nginx"
     "get-ls0|get|lockstep, 0 backups|load|GET|http://$L:$GW_PORT_ls0$GET_PATH|$GW_PID_ls0|get-nginx"
     "wrk-get-ls0|xcheck|demo, lockstep 0 backups|wrk|GET|http://$L:$GW_PORT_ls0$GET_PATH|$GW_PID_ls0|get-ls0"
     "get-ls2|get|lockstep, 2 backups|load|GET|http://$L:$GW_PORT_ls2$GET_PATH|$GW_PID_ls2|get-nginx"
@@ -432,6 +455,7 @@ ROWS=(
     "wrk-static-direct|xcheck|static nginx, direct|wrk|GET|http://$L:$STATIC_PORT/||static-direct"
     "static-nginx|static|nginx proxy|load|GET|http://$L:$NGX_STATIC_PORT/|$NGX_PID|"
     "static-haproxy|static|HAProxy|load|GET|http://$L:$HAP_STATIC_PORT/|$HAP_PID|static-nginx"
+    "static-bare|static|pingora, bare proxy|load|GET|http://$L:$BARE_STATIC_PORT/|$BARE_STATIC_PID|static-nginx"
     "static-ls0|static|lockstep, 0 backups|load|GET|http://$L:$GW_PORT_lsstatic/|$GW_PID_lsstatic|static-nginx"
     "post-direct|post|demo, direct|load|POST|http://$DEMO_D||post-mirror"
     "post-nginx|post|nginx proxy (no copies)|load|POST|http://$L:$NGX_DEMO_PORT|$NGX_PID|post-mirror"
@@ -468,44 +492,67 @@ snapshot() {
         awk '{ pid = $1; sub(/^.*\) /, ""); print pid, $2, $12 + $13 }' >"$1"
     awk '$1 == "cpu" { print "machine", $2 + $3 + $4 + $9 }' /proc/stat >>"$1"
 }
-# cpu_delta BEFORE AFTER "PROXY_PIDS": prints "proxy mine kernel machine" ticks between the
-# two snapshots. proxy: the given processes and their children (nginx workers); mine: every
+# cpu_delta BEFORE AFTER "PROXY_PIDS": prints "proxy mine kernel machine others" ticks between
+# the two snapshots. proxy: the given processes and their children (nginx workers); mine: every
 # process this script started and their children; kernel: kernel threads (ksoftirqd, kworkers:
-# mostly the loopback traffic of the run); machine: every CPU.
+# mostly the loopback traffic of the run); machine: every CPU; others: the processes seen in the
+# second snapshot that are none of these (nor this script and the load generator it runs).
 cpu_delta() {
-    awk -v proxy=" $3 " -v mine=" ${PIDS[*]} " '
+    awk -v proxy=" $3 " -v mine=" ${PIDS[*]} " -v self="$$" '
         FNR == 1 { file++ }
         $1 == "machine" { m[file] = $2; next }
         { t[file, $1] = $3; parent[$1] = $2; seen[$1] = 1 }
+        function under(pid, set,   i) { # pid or one of its ancestors is in set
+            for (i = 0; i < 6 && pid + 0 > 1; i++) { if (index(set, " " pid " ")) return 1; pid = parent[pid] }
+            return 0
+        }
         END {
             for (pid in seen) {
+                if (!((2, pid) in t)) continue
                 d = t[2, pid] - t[1, pid]
-                if (d < 0 || !((2, pid) in t)) d = 0
+                if (d < 0) d = 0
                 p = parent[pid]
                 if (index(proxy, " " pid " ") || (p != "" && index(proxy, " " p " "))) px += d
-                if (index(mine, " " pid " ") || (p != "" && index(mine, " " p " "))) mn += d
+                if (under(pid, mine)) mn += d
                 else if (pid == 2 || p == 2) kt += d
+                else if (!under(pid, " " self " ")) ot += d
             }
-            printf "%d %d %d %d\n", px, mn, kt, m[2] - m[1]
+            printf "%d %d %d %d %d\n", px, mn, kt, m[2] - m[1], ot
         }' "$1" "$2"
 }
+# Other processes' CPU, in ticks, from "proxy mine kernel machine others" and the generator's
+# CPU seconds: the larger of two estimates that each miss a part. The processes' own times miss
+# processes that started and ended between the snapshots (a compiler's short jobs); the machine's
+# total less this script's processes misses nothing but counts too little, since the softirq time
+# spent on loopback traffic is charged to the processes yet left out of the machine's total.
+OTHER_TICKS='{ r = $4 - $2 - $3 - g * hz; o = ($5 > r ? $5 : r); if (o < 0) o = 0 }'
 # other_cores SECONDS: CPU (in cores) used by processes this script did not start, over SECONDS.
 other_cores() {
     snapshot "$TMP/q1"
     sleep "$1"
     snapshot "$TMP/q2"
     cpu_delta "$TMP/q1" "$TMP/q2" "" |
-        awk -v s="$1" -v hz="$CLK_TCK" '{ printf "%.2f", ($4 - $2 - $3) / hz / s }'
+        awk -v s="$1" -v hz="$CLK_TCK" -v g=0 "$OTHER_TICKS"' { printf "%.2f", o / hz / s }'
 }
-# wait_quiet: waits until other processes use at most MAX_OTHER cores, QUIET_WAIT s at most.
+# slack: seconds of the budget left once the runs still to make are counted (RUNS_LEFT of them,
+# this one included, at about DURATION + 2 s each).
+slack() {
+    echo $((BUDGET - (SECONDS - START) - RUNS_LEFT * (DURATION + 2)))
+}
+# wait_quiet: waits until other processes use at most MAX_OTHER cores: QUIET_WAIT s at most, and
+# during the rounds at most four times this run's share of the budget's slack, so that a long
+# busy spell does not use it all up (disturbed runs are measured again at the end).
 wait_quiet() {
-    local waited=0 other
+    local waited=0 other cap=$QUIET_WAIT share
     [[ $MAX_OTHER == 0 ]] && return
+    share=$(slack)
+    [[ $RUNS_LEFT -gt 0 ]] && share=$((share * 4 / RUNS_LEFT))
+    [[ $share -lt $cap ]] && cap=$share
     while :; do
         other=$(other_cores 0.5)
         awk -v o="$other" -v m="$MAX_OTHER" 'BEGIN { exit !(o <= m) }' && return
-        if [[ $waited -ge $QUIET_WAIT ]]; then
-            say "  other processes still use $other cores after ${QUIET_WAIT} s; measuring anyway"
+        if [[ $waited -ge $cap ]]; then
+            say "  other processes use $other cores; measuring anyway (waited ${waited} s)"
             return
         fi
         [[ $waited -eq 0 ]] && say "  other processes use $other cores; waiting for a quiet moment"
@@ -587,77 +634,96 @@ run_gen() {
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 FAILED=0
-# measure ROW RUN: one measured run (redone while disturbed); appends to RESULTS
-# "id run attempt kept rps p50 p99 proxy_cpu_s generator_cpu_s other_cores errors".
+# measure ROW RUN ATTEMPT: one measured run; appends to RESULTS
+# "id run attempt kept rps p50 p99 proxy_cpu_s generator_cpu_s other_cores errors", kept = 1.
 measure() {
-    local id group label tool method url pids ref out attempt=0 vals cpu rps p50 p99 errs
-    local other kept perf_pid= t0 t1
+    local id group label tool method url pids ref out vals cpu rps p50 p99 errs other
+    local perf_pid= t0 t1 run=$2 attempt=$3
     IFS='|' read -r id group label tool method url pids ref <<<"$1"
-    while :; do
-        attempt=$((attempt + 1))
-        wait_quiet
-        out=$TMP/out-$id-$2-$attempt
-        if [[ -n $PROFILE_DIR && $2 -eq 1 && $attempt -eq 1 && $tool == load && $label == lockstep* ]]; then
-            perf record -g -o "$PROFILE_DIR/$id.data" -p "$pids" >"$PROFILE_DIR/$id.record.log" 2>&1 &
-            perf_pid=$!
-            sleep 0.5
-        fi
-        snapshot "$out.cpu1"
-        t0=$EPOCHREALTIME
-        run_gen "$tool" "$method" "$url" "$DURATION" "$out"
-        t1=$EPOCHREALTIME
-        snapshot "$out.cpu2"
-        if [[ -n $perf_pid ]]; then
-            kill -INT "$perf_pid" 2>/dev/null || true
-            wait "$perf_pid" 2>/dev/null || true
-            perf report -i "$PROFILE_DIR/$id.data" --no-children --percent-limit 2 --stdio \
-                >"$PROFILE_DIR/$id.txt" 2>/dev/null || say "perf report failed for $id"
-            perf report -i "$PROFILE_DIR/$id.data" --no-children --sort dso --stdio \
-                >"$PROFILE_DIR/$id.dso.txt" 2>/dev/null || true
-            say "  profile written to $PROFILE_DIR/$id.txt"
-            perf_pid=
-        fi
-        if [[ $tool == wrk ]]; then vals=$(parse_wrk "$out"); else vals=$(parse_load "$out"); fi ||
-            die "could not read the load generator's report for $id: $(head -c 600 "$out")"
-        read -r rps p50 p99 errs <<<"$vals"
-        [[ -z ${BENCH_DEBUG:-} ]] || say "  ticks (proxy mine kernel machine): $(cpu_delta "$out.cpu1" "$out.cpu2" "$pids")"
-        read -r cpu other <<<"$(cpu_delta "$out.cpu1" "$out.cpu2" "$pids" |
-            awk -v g="$GEN_CPU" -v hz="$CLK_TCK" -v s="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
-                '{ o = ($4 - $2 - $3) / hz - g; if (o < 0) o = 0; printf "%.2f %.2f\n", $1 / hz, o / s }')"
-        [[ -n $pids ]] || cpu=-
-        kept=1
-        if [[ $MAX_OTHER != 0 ]] && awk -v o="$other" -v m="$MAX_OTHER" 'BEGIN { exit !(o > m) }'; then
-            if [[ $attempt -le $REDO ]]; then
-                say "  disturbed: other processes used $other cores during the run; measuring again"
-                printf '%s\t%s\t%s\t0\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$2" "$attempt" \
-                    "$rps" "$p50" "$p99" "$cpu" "$GEN_CPU" "$other" "$errs" >>"$RESULTS"
-                continue
-            fi
-            say "  still disturbed after $REDO repetitions; keeping this run"
-        fi
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$2" "$attempt" "$kept" \
-            "$rps" "$p50" "$p99" "$cpu" "$GEN_CPU" "$other" "$errs" >>"$RESULTS"
-        printf 'bench:   %.0f req/s, p50 %s ms, p99 %s ms, proxy CPU %s s, generator CPU %s s, other processes %s cores, errors %s\n' \
-            "$rps" "$p50" "$p99" "$cpu" "$GEN_CPU" "$other" "$errs" >&2
-        if [[ $errs -ne 0 ]]; then
-            say "  ERROR: $errs requests failed in this run (see $(basename "$out"))"
-            cp "$out" "$out.err" "$TMP/failed-$id-$2.txt" 2>/dev/null || true
-            FAILED=1
-        fi
-        return
+    wait_quiet
+    out=$TMP/out-$id-$run-$attempt
+    if [[ -n $PROFILE_DIR && $run -eq 1 && $attempt -eq 1 && -n $pids ]]; then
+        # The proxy and its children (nginx's worker).
+        perf record -g -o "$PROFILE_DIR/$id.data" \
+            -p "$(ps -o pid= --ppid "$pids" | xargs | tr ' ' ',' | sed "s/^/$pids,/; s/,\$//")" \
+            >"$PROFILE_DIR/$id.record.log" 2>&1 &
+        perf_pid=$!
+        sleep 0.5
+    fi
+    snapshot "$out.cpu1"
+    t0=$EPOCHREALTIME
+    run_gen "$tool" "$method" "$url" "$DURATION" "$out"
+    t1=$EPOCHREALTIME
+    snapshot "$out.cpu2"
+    if [[ -n $perf_pid ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        perf report -i "$PROFILE_DIR/$id.data" --no-children --percent-limit 2 --stdio \
+            >"$PROFILE_DIR/$id.txt" 2>/dev/null || say "perf report failed for $id"
+        "$root/loadtest/bench/perf-summary.sh" "$PROFILE_DIR/$id.data" \
+            >"$PROFILE_DIR/$id.summary.txt" 2>&1 || say "perf-summary failed for $id"
+        say "  profile written to $PROFILE_DIR/$id.txt and $id.summary.txt"
+    fi
+    if [[ $tool == wrk ]]; then vals=$(parse_wrk "$out"); else vals=$(parse_load "$out"); fi ||
+        die "could not read the load generator's report for $id: $(head -c 600 "$out")"
+    read -r rps p50 p99 errs <<<"$vals"
+    [[ -z ${BENCH_DEBUG:-} ]] || say "  ticks (proxy mine kernel machine others): $(cpu_delta "$out.cpu1" "$out.cpu2" "$pids")"
+    read -r cpu other <<<"$(cpu_delta "$out.cpu1" "$out.cpu2" "$pids" |
+        awk -v g="$GEN_CPU" -v hz="$CLK_TCK" -v s="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
+            "$OTHER_TICKS"' { printf "%.2f %.2f\n", $1 / hz, o / hz / s }')"
+    [[ -n $pids ]] || cpu=-
+    printf '%s\t%s\t%s\t1\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$run" "$attempt" \
+        "$rps" "$p50" "$p99" "$cpu" "$GEN_CPU" "$other" "$errs" >>"$RESULTS"
+    printf 'bench:   %.0f req/s, p50 %s ms, p99 %s ms, proxy CPU %s s, generator CPU %s s, other processes %s cores%s, errors %s\n' \
+        "$rps" "$p50" "$p99" "$cpu" "$GEN_CPU" "$other" \
+        "$(awk -v o="$other" -v m="$MAX_OTHER" 'BEGIN { if (m > 0 && o > m) printf " (disturbed)" }')" "$errs" >&2
+    if [[ $errs -ne 0 ]]; then
+        say "  ERROR: $errs requests failed in this run (see $(basename "$out"))"
+        cp "$out" "$out.err" "$TMP/failed-$id-$run.txt" 2>/dev/null || true
+        FAILED=1
+    fi
+}
+
+# The rows measured together: a wrk row and the lockstep-load row it is compared with run back
+# to back, and are measured again together.
+unit_of() { # unit_of ID: the ids of its unit, in measuring order
+    local row rid rgroup rref
+    for row in "${ROWS[@]}"; do
+        IFS='|' read -r rid rgroup _ _ _ _ _ rref <<<"$row"
+        if [[ $rgroup == xcheck && $rid == "$1" ]]; then echo "$rref $rid"; return; fi
+        if [[ $rgroup == xcheck && $rref == "$1" ]]; then echo "$1 $rid"; return; fi
     done
+    echo "$1"
+}
+row_of() { # row_of ID
+    local row
+    for row in "${ROWS[@]}"; do [[ ${row%%|*} == "$1" ]] && { echo "$row"; return; }; done
+    die "no row $1"
+}
+# settle RUN ID...: of the attempts at RUN of these rows, keeps the one during which other
+# processes used the least CPU (for a unit, the most any of its rows saw).
+settle() {
+    local run=$1
+    shift
+    awk -F'\t' -v OFS='\t' -v run="$run" -v ids=" $* " '
+        FNR == NR { if ($2 == run && index(ids, " " $1 " ")) { if (!($3 in worst) || $10 > worst[$3]) worst[$3] = $10 }; next }
+        FNR == 1 { best = ""; for (a in worst) if (best == "" || worst[a] + 0 < worst[best] + 0) best = a }
+        $2 == run && index(ids, " " $1 " ") { $4 = ($3 == best) ? 1 : 0 }
+        { print }' "$RESULTS" "$RESULTS" >"$RESULTS.new"
+    mv "$RESULTS.new" "$RESULTS"
 }
 
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 nrows=${#ROWS[@]}
 est=$(((nrows * (WARMUP + 1) + RUNS * nrows * (DURATION + 2)) / 60 + 1))
-say "${nrows} rows, ${RUNS} run(s) of ${DURATION} s each, rows interleaved; about ${est} minutes if the machine stays quiet"
+say "${nrows} rows, ${RUNS} run(s) of ${DURATION} s each, rows interleaved; about ${est} minutes if the machine stays quiet, at most $(((nrows * (WARMUP + 1) + BUDGET) / 60 + 1)) if not"
 say "warming up every row for ${WARMUP} s"
 for row in "${ROWS[@]}"; do
     IFS='|' read -r id _ _ tool method url _ _ <<<"$row"
     run_gen "$tool" "$method" "$url" "$WARMUP" "$TMP/warmup-$id"
 done
 START=$SECONDS
+RUNS_LEFT=$((RUNS * nrows))
 for ((run = 1; run <= RUNS; run++)); do
     i=0
     for row in "${ROWS[@]}"; do
@@ -665,9 +731,39 @@ for ((run = 1; run <= RUNS; run++)); do
         IFS='|' read -r id group label tool _ _ _ _ <<<"$row"
         elapsed=$((SECONDS - START))
         say "[run $run/$RUNS, row $i/$nrows, $((elapsed / 60))m$((elapsed % 60))s] $id: $group, $label ($tool)"
-        measure "$row" "$run"
+        measure "$row" "$run" 1
+        RUNS_LEFT=$((RUNS_LEFT - 1))
     done
 done
+
+# Disturbed runs (other processes above MAX_OTHER) are measured again, most disturbed first, up
+# to REDO more times each and while the budget lasts; the least disturbed attempt is kept.
+if [[ $MAX_OTHER != 0 ]]; then
+    for ((pass = 2; pass <= REDO + 1; pass++)); do
+        mapfile -t todo < <(awk -F'\t' -v m="$MAX_OTHER" '$4 == 1 && $10 > m { print $10 "\t" $1 "\t" $2 }' "$RESULTS" | sort -rn | cut -f2,3)
+        [[ ${#todo[@]} -gt 0 ]] || break
+        say "measuring ${#todo[@]} disturbed run(s) again (attempt $pass)"
+        done_units=" "
+        for item in "${todo[@]}"; do
+            IFS=$'\t' read -r id run <<<"$item"
+            unit=$(unit_of "$id")
+            [[ $done_units == *" $run:${unit// /+} "* ]] && continue
+            done_units+="$run:${unit// /+} "
+            if [[ $(slack) -lt $((DURATION + 2)) ]]; then
+                say "the budget (--budget $BUDGET) is used up; keeping the disturbed runs left"
+                break 2
+            fi
+            for uid in $unit; do
+                row=$(row_of "$uid")
+                IFS='|' read -r _ group label tool _ _ _ _ <<<"$row"
+                say "[again, run $run, $(((SECONDS - START) / 60))m$(((SECONDS - START) % 60))s] $uid: $group, $label ($tool)"
+                measure "$row" "$run" "$pass"
+            done
+            # shellcheck disable=SC2086
+            settle "$run" $unit
+        done
+    done
+fi
 
 # At the end, every gateway's backups must still be in sync and show the primary's view: a
 # backup ejected during the runs would have made the rows after it faster than they should be.
@@ -790,8 +886,8 @@ awk -F'\t' -v dur="$DURATION" -v accounts="$ACCOUNTS" '
 
 # Per-run requests/s and the CPU other processes used, to show the spread behind each median.
 {
-    printf '\nEach run (in the order they ran; rows were interleaved): requests/s, and in brackets the CPU\nother processes of the machine used during it, in cores (%s):\n\n' \
-        "$(if [[ $MAX_OTHER == 0 ]]; then printf 'not checked'; else printf 'runs above %s cores were redone, at most %s times' "$MAX_OTHER" "$REDO"; fi)"
+    printf '\nEach run (rows interleaved, in this order): requests/s, and in brackets the CPU other\nprocesses of the machine used during it, in cores (%s):\n\n' \
+        "$(if [[ $MAX_OTHER == 0 ]]; then printf 'not checked'; else printf 'runs above %s were measured again at the end, up to %s more times while the budget lasted, and the least disturbed attempt kept; *discarded* counts the others' "$MAX_OTHER" "$REDO"; fi)"
     printf '| row | tool |'
     for ((run = 1; run <= RUNS; run++)); do printf ' run %d |' "$run"; done
     printf ' discarded |\n| --- | --- |'
@@ -821,7 +917,7 @@ machine() {
         "$("$LOAD" --version 2>/dev/null || echo 'lockstep-load')"
     printf -- '- journals on %s; load average when the run started: %s\n' "$TMP_FS" "$LOADAVG"
     awk -F'\t' '$4 == 1 { s += $10; n++; if ($10 > m) m = $10 } $4 == 0 { d++ }
-        END { if (n) printf "- CPU used by other processes during the kept runs: %.2f cores on average, %.2f at most; %d disturbed runs were redone\n", s / n, m, d }' "$RESULTS"
+        END { if (n) printf "- CPU used by other processes during the kept runs: %.2f cores on average, %.2f at most; %d runs measured again\n", s / n, m, d }' "$RESULTS"
 }
 
 BLOCK=$TMP/block.md

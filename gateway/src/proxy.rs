@@ -686,7 +686,10 @@ impl ProxyHttp for GatewayProxy {
         }
         let pq = path_and_query(header);
         let prefix = &self.shared.config.gateway.lockstep_prefix;
-        if pq == prefix || pq.starts_with(&format!("{prefix}/")) {
+        if pq
+            .strip_prefix(prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        {
             let path = header.uri.path().to_owned();
             if path == format!("{prefix}/events") && header.method == http::Method::GET {
                 self.stream_events(session).await;

@@ -200,7 +200,23 @@ pub(crate) fn backend_peer(
     peer.options.write_timeout = Some(timeouts.io);
     peer.options.idle_timeout = Some(POOL_IDLE);
     peer.options.custom_l4 = timeouts.connector.clone();
+    peer.options.upstream_tcp_sock_tweak_hook = Some(Arc::new(abort_on_close));
     Ok(peer)
+}
+
+/// Backend connections are closed with a reset (`SO_LINGER` 0), never with an orderly close:
+/// an exchange the gateway gave up on (a timeout, a cut network) must not reach the backend
+/// later. With an orderly close the kernel keeps retransmitting the unacknowledged request after
+/// the socket is closed — even after the process exited — so a backend cut off by a partition
+/// could apply it once the network heals, after the gateway had settled the request without it
+/// (possibly after resetting and refilling that backend). A reset discards the unsent bytes.
+/// Connections are closed only idle (nothing pending) or abandoned, so nothing else is lost.
+fn abort_on_close(socket: &tokio::net::TcpSocket) -> pingora::Result<()> {
+    use pingora::OrErr;
+    socket.set_zero_linger().or_err(
+        pingora::ErrorType::SocketError,
+        "cannot set SO_LINGER on a backend socket",
+    )
 }
 
 /// The path prefix of a backend URL (`http://h/api/` → `/api`), empty for none.
@@ -240,4 +256,57 @@ fn request_header(
         header.insert_header("Content-Length", request.body.len().to_string())?;
     }
     Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn backend(addr: std::net::SocketAddr) -> Backend {
+        let url = url::Url::parse(&format!("http://{addr}/")).unwrap();
+        Backend::with_identity("b", url, "memory")
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_exchange_is_reset_not_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let transport = PingoraTransport::new(PeerTimeouts {
+            connect: Duration::from_secs(1),
+            io: Duration::from_secs(5),
+            connector: None,
+        });
+        let request = RequestRecord {
+            method: "POST".into(),
+            uri: "/accounts/1/deposit".into(),
+            headers: vec![],
+            body: bytes::Bytes::from_static(b"{\"amount\":1}"),
+        };
+        let b = backend(addr);
+        let sending = transport.send(&b, &request, &[], Duration::from_millis(300));
+        let accepting = async { listener.accept().await.unwrap().0 };
+        // The backend accepts but never answers: the gateway gives up after 300 ms.
+        let (sent, mut conn) = tokio::join!(sending, accepting);
+        assert_eq!(
+            sent,
+            Err(TransportError::Timeout(Duration::from_millis(300)))
+        );
+        let mut received = Vec::new();
+        let end = loop {
+            let mut buf = [0u8; 4096];
+            match conn.read(&mut buf).await {
+                Ok(0) => break Ok(()),
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e.kind()),
+            }
+        };
+        assert_eq!(
+            end,
+            Err(std::io::ErrorKind::ConnectionReset),
+            "the abandoned connection ends with a reset, so no retransmission can follow; \
+             received {} bytes first",
+            received.len()
+        );
+    }
 }
