@@ -26,6 +26,10 @@ pub struct CatchupOptions {
     pub concurrency: usize,
     /// The backend starts empty (it was reset): nothing it was sent before counts.
     pub fresh: bool,
+    /// Aborted requests to replay all the same, as part of the primary's state: the doubtful
+    /// ones a first attempt reported (see [`JoinError::doubtful`]). Empty: aborted requests are
+    /// skipped.
+    pub include_aborted: Vec<Seq>,
 }
 
 impl Default for CatchupOptions {
@@ -35,6 +39,7 @@ impl Default for CatchupOptions {
             batch: 256,
             concurrency: 4,
             fresh: false,
+            include_aborted: Vec::new(),
         }
     }
 }
@@ -91,6 +96,8 @@ pub enum JoinError {
         backend: String,
         seq: Seq,
         difference: String,
+        /// See [`JoinError::doubtful`].
+        doubtful: Vec<Seq>,
     },
     #[error(
         "{backend}'s view differs from the primary's: {}",
@@ -99,6 +106,8 @@ pub enum JoinError {
     ViewsDiffer {
         backend: String,
         differences: Vec<ProbeDifference>,
+        /// See [`JoinError::doubtful`].
+        doubtful: Vec<Seq>,
     },
     #[error("{backend} failed during the replay at request {seq}: {error}")]
     Transport {
@@ -122,6 +131,22 @@ pub enum JoinError {
     },
     #[error("{0}")]
     Checkpoint(String),
+}
+
+impl JoinError {
+    /// For a fresh replay that ended diverged: the aborted requests it skipped that the primary
+    /// may have applied (it acknowledged them, or their outcome there is unknown: a gateway crash
+    /// or a cut network left them unsettled while no backup could take over). The primary's
+    /// later answers then include their effect, so no replay without them can match; a second
+    /// attempt on a reset backend with them included ([`CatchupOptions::include_aborted`]) can.
+    pub fn doubtful(&self) -> &[Seq] {
+        match self {
+            JoinError::Diverged { doubtful, .. } | JoinError::ViewsDiffer { doubtful, .. } => {
+                doubtful
+            }
+            _ => &[],
+        }
+    }
 }
 
 fn describe(d: &[ProbeDifference]) -> String {
@@ -175,6 +200,8 @@ impl Replicator {
             started,
             assumed: Vec::new(),
             fresh: options.fresh,
+            include_aborted: &options.include_aborted,
+            doubtful: parking_lot::Mutex::new(Vec::new()),
         };
         progress.send_replace(run.snapshot("replaying"));
 
@@ -212,7 +239,14 @@ impl Replicator {
                 );
                 Ok(report)
             }
-            Err(e) => {
+            Err(mut e) => {
+                if let JoinError::Diverged { doubtful, .. }
+                | JoinError::ViewsDiffer { doubtful, .. } = &mut e
+                {
+                    let mut found = std::mem::take(&mut *run.doubtful.lock());
+                    found.sort_unstable();
+                    *doubtful = found;
+                }
                 let state = match e {
                     JoinError::Diverged { .. } | JoinError::ViewsDiffer { .. } => {
                         BackendState::Diverged
@@ -241,6 +275,11 @@ struct Run<'a> {
     /// Entries with an unknown outcome on this backend, counted as applied.
     assumed: Vec<Seq>,
     fresh: bool,
+    /// Aborted entries replayed as part of the primary's state (see
+    /// [`CatchupOptions::include_aborted`]).
+    include_aborted: &'a [Seq],
+    /// Aborted entries skipped that the primary may have applied (see [`JoinError::doubtful`]).
+    doubtful: parking_lot::Mutex<Vec<Seq>>,
 }
 
 impl Run<'_> {
@@ -339,6 +378,7 @@ impl Run<'_> {
             Err(JoinError::ViewsDiffer {
                 backend: self.backend.name.clone(),
                 differences,
+                doubtful: Vec::new(),
             })
         }
     }
@@ -449,7 +489,32 @@ impl Run<'_> {
             EntryState::Pending | EntryState::Answered(_) => {
                 unreachable!("batches are cut before entries in flight")
             }
-            EntryState::Aborted(_) => {}
+            // Never committed, but the primary applied it: replayed as part of its state (no
+            // committed answer to compare with).
+            EntryState::Aborted(_) if self.include_aborted.contains(&entry.seq) => {
+                let extra = super::replicator::context_headers(entry.seq, entry.time);
+                r.transport()
+                    .send(
+                        &self.backend,
+                        &entry.request,
+                        &extra,
+                        r.config().backup_timeout,
+                    )
+                    .await
+                    .map_err(|e| JoinError::Transport {
+                        backend: self.backend.name.clone(),
+                        seq: entry.seq,
+                        error: e.to_string(),
+                    })?;
+            }
+            EntryState::Aborted(_) => {
+                let primary = r.pool().primary();
+                if self.fresh
+                    && (entry.acks.contains(&primary.name) || entry.outcome_unknown(&primary.name))
+                {
+                    self.doubtful.lock().push(entry.seq);
+                }
+            }
             // It may already have processed this one (sent before, never acknowledged): sending it
             // again could apply it twice. Count it as applied; the view check at the fence
             // decides whether that was right.
@@ -482,6 +547,7 @@ impl Run<'_> {
                         backend: self.backend.name.clone(),
                         seq: entry.seq,
                         difference: d.to_string(),
+                        doubtful: Vec::new(),
                     });
                 }
             }

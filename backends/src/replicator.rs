@@ -159,6 +159,10 @@ pub struct Replicator {
     removed: Mutex<Vec<BackendRecord>>,
     /// Open transactions by scoped id.
     transactions: Mutex<HashMap<String, transaction::Txn>>,
+    /// Transactions a failover is aborting, by scoped id, with the reason: no longer open, not
+    /// yet ended in the journal. A commit or abort that comes in between learns the outcome
+    /// here instead of finding no trace of the transaction.
+    aborting: Mutex<HashMap<String, String>>,
     /// Itself, for background work started from `&self`.
     me: std::sync::Weak<Replicator>,
 }
@@ -197,6 +201,7 @@ impl Replicator {
             persist: tokio::sync::Mutex::new(()),
             removed: Mutex::new(Vec::new()),
             transactions: Mutex::new(HashMap::new()),
+            aborting: Mutex::new(HashMap::new()),
         })
     }
 

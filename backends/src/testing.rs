@@ -72,6 +72,11 @@ impl FakeBackends {
         self.concurrency.lock().get(backend).map_or(0, |c| c.1)
     }
 
+    /// Empties `backend`'s state, as its reset hook would.
+    pub(crate) fn reset(&self, backend: &str) {
+        self.counters.lock().remove(backend);
+    }
+
     pub(crate) fn state(&self, backend: &str) -> HashMap<String, u64> {
         self.counters
             .lock()

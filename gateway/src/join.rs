@@ -40,14 +40,17 @@ pub(crate) async fn add(
     let backend = r
         .add_backend(&request.name, &request.url, &request.implementation)
         .await?;
-    let from = match &start {
+    match &start {
         Some(checkpoint) => {
-            seed(shared, &backend, checkpoint).await?;
-            checkpoint.seq + 1
+            // Importing the checkpoint again is a reset: a second attempt is possible.
+            let reset = || async {
+                seed(shared, &backend, checkpoint).await?;
+                Ok(checkpoint.seq + 1)
+            };
+            fresh_catch_up(shared, &backend.name, reset, progress).await
         }
-        None => 1,
-    };
-    Ok(catch_up(shared, &backend.name, from, true, progress).await?)
+        None => Ok(catch_up(shared, &backend.name, 1, true, Vec::new(), progress).await?),
+    }
 }
 
 pub(crate) async fn rejoin(
@@ -76,12 +79,15 @@ pub(crate) async fn rejoin(
     }
     if !reset {
         let from = backend.acked_seq() + 1;
-        return Ok(catch_up(shared, name, from, false, progress).await?);
+        return Ok(catch_up(shared, name, from, false, Vec::new(), progress).await?);
     }
     // A checkpoint replaces the whole state: no reset needed, and only its tail is replayed.
     if let Some(checkpoint) = choose_start(shared, None, false)? {
-        seed(shared, &backend, &checkpoint).await?;
-        return Ok(catch_up(shared, name, checkpoint.seq + 1, true, progress).await?);
+        let reset = || async {
+            seed(shared, &backend, &checkpoint).await?;
+            Ok(checkpoint.seq + 1)
+        };
+        return fresh_catch_up(shared, name, reset, progress).await;
     }
     let (index, config) = shared
         .config
@@ -104,10 +110,46 @@ pub(crate) async fn rejoin(
         .replication
         .backup_timeout
         .max(std::time::Duration::from_secs(30));
-    run_hook(hook, &backend, r.transport().as_ref(), timeout)
-        .await
-        .map_err(|e| JoinError::Reset(format!("the reset hook of {name} failed: {e}")))?;
-    Ok(catch_up(shared, name, 1, true, progress).await?)
+    let reset = || async {
+        run_hook(hook, &backend, r.transport().as_ref(), timeout)
+            .await
+            .map_err(|e| JoinError::Reset(format!("the reset hook of {name} failed: {e}")))?;
+        Ok(1)
+    };
+    fresh_catch_up(shared, name, reset, progress).await
+}
+
+/// Resets the backend (`reset` returns the first seq to replay), replays the journal into it
+/// and admits it. When that replay diverges after skipping aborted requests the primary may
+/// have applied ([`JoinError::doubtful`]: requests whose outcome could not be settled when they
+/// failed, because no backup could take over), the backend is reset again and the journal
+/// replayed with those requests included: if the primary did apply them, only that replay can
+/// reproduce its state. The view check still decides; a second divergence is final.
+async fn fresh_catch_up<F, Fut>(
+    shared: &Shared,
+    name: &str,
+    reset: F,
+    progress: &watch::Sender<JoinProgress>,
+) -> Result<JoinReport, AddError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Seq, AddError>>,
+{
+    let from = reset().await?;
+    match catch_up(shared, name, from, true, Vec::new(), progress).await {
+        Err(e) if !e.doubtful().is_empty() => {
+            let doubtful = e.doubtful().to_vec();
+            tracing::warn!(
+                backend = name,
+                ?doubtful,
+                error = %e,
+                "the replay skipped aborted requests the primary may have applied; resetting again to replay them"
+            );
+            let from = reset().await?;
+            Ok(catch_up(shared, name, from, true, doubtful, progress).await?)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Takes a checkpoint now and stores it (then compacts the journal, when configured).
@@ -223,6 +265,7 @@ async fn catch_up(
     name: &str,
     from: Seq,
     fresh: bool,
+    include_aborted: Vec<Seq>,
     progress: &watch::Sender<JoinProgress>,
 ) -> Result<JoinReport, JoinError> {
     let classifier = &shared.classifier;
@@ -235,6 +278,7 @@ async fn catch_up(
         batch: shared.config.catchup.batch,
         concurrency: shared.config.catchup.concurrency,
         fresh,
+        include_aborted,
     };
     shared
         .replicator

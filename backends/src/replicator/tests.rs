@@ -399,6 +399,7 @@ async fn catch_up(r: &Arc<Replicator>, name: &str) -> Result<crate::JoinReport, 
         batch: 8,
         concurrency: 4,
         fresh: false,
+        include_aborted: Vec::new(),
     };
     r.catch_up(
         name,
@@ -451,6 +452,89 @@ async fn a_lagging_backup_catches_up_while_traffic_flows() {
     // It takes part in what follows.
     r.submit(post("", "/k/after")).await.unwrap();
     assert_eq!(fakes.state("c"), fakes.state("b"));
+}
+
+/// A catch-up of a reset backend from request 1.
+async fn fresh_catch_up(
+    r: &Arc<Replicator>,
+    name: &str,
+    include_aborted: Vec<lockstep_journal::Seq>,
+) -> Result<crate::JoinReport, crate::JoinError> {
+    let (progress, _) = watch::channel(crate::JoinProgress::default());
+    let options = crate::CatchupOptions {
+        fence_lag: 4,
+        batch: 8,
+        concurrency: 4,
+        fresh: true,
+        include_aborted,
+    };
+    r.catch_up(
+        name,
+        1,
+        &probes(),
+        &|_| CompareRule::default(),
+        &options,
+        &progress,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_aborted_request_the_primary_applied_is_replayed_on_the_second_attempt() {
+    let cfg = config(AckPolicy::All, DispatchMode::Sequential);
+    let (r, fakes, journal) = setup(cfg.clone());
+    r.submit(post("", "/k/1")).await.unwrap();
+    // Request 2 reached the primary, which applied it, but its outcome was never learned (the
+    // gateway lost the answer and no backup could take over): aborted, outcome unknown on a.
+    let request = post("", "/k/2").request;
+    let entry = lockstep_journal::Entry::new(
+        2,
+        String::new(),
+        std::time::SystemTime::now(),
+        request.clone(),
+    );
+    journal.append(entry).await.unwrap();
+    journal.record_dispatch(2, "a").await.unwrap();
+    let a = r.pool().get("a").unwrap();
+    fakes
+        .send(&a, &request, &[], Duration::from_secs(1))
+        .await
+        .unwrap();
+    journal
+        .abort(2, "no in-sync backend can take it".into())
+        .await
+        .unwrap();
+    // The gateway goes on with a alone; its next answer includes request 2's effect.
+    let r = restart(cfg, &fakes, &journal);
+    for b in ["b", "c"] {
+        r.pool().get(b).unwrap().set_state(BackendState::Lagging);
+    }
+    let third = r.submit(post("", "/k/3")).await.unwrap();
+    assert_eq!(third.response.body, r#"{"k":3}"#, "a counted request 2");
+
+    // A reset c replayed without request 2 answers request 3 differently.
+    fakes.reset("c");
+    let err = fresh_catch_up(&r, "c", Vec::new()).await.unwrap_err();
+    assert!(
+        matches!(err, crate::JoinError::Diverged { seq: 3, .. }),
+        "{err}"
+    );
+    assert_eq!(err.doubtful(), &[2], "request 2 may be in a's state");
+    assert_eq!(r.pool().get("c").unwrap().state(), BackendState::Diverged);
+
+    // Reset again and replayed with it: c has exactly a's state.
+    fakes.reset("c");
+    fresh_catch_up(&r, "c", err.doubtful().to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.pool().get("c").unwrap().state(), BackendState::InSync);
+    assert_eq!(fakes.state("c"), fakes.state("a"));
+    assert_eq!(fakes.state("c")["k"], 3);
+
+    // Without a reset nothing is doubtful: such a catch-up never starts from an empty state.
+    r.pool().get("b").unwrap().set_state(BackendState::Lagging);
+    let err = catch_up(&r, "b").await.map(|_| ()).unwrap_err();
+    assert!(err.doubtful().is_empty(), "{err}");
 }
 
 #[tokio::test]
@@ -553,6 +637,7 @@ async fn an_added_backend_replays_lanes_concurrently_each_in_its_own_order() {
         batch: 40,
         concurrency: 4,
         fresh: true,
+        include_aborted: Vec::new(),
     };
     let report = r
         .catch_up(
@@ -691,6 +776,7 @@ async fn removing_a_backend_during_its_catch_up_stops_the_catch_up() {
                 batch: 2,
                 concurrency: 1,
                 fresh: true,
+                include_aborted: Vec::new(),
             };
             r.catch_up(
                 "d",
@@ -741,6 +827,7 @@ async fn a_replay_keeps_the_order_clients_saw_across_lanes() {
         batch: 100,
         concurrency: 8,
         fresh: true,
+        include_aborted: Vec::new(),
     };
     r.catch_up(
         "d",

@@ -362,6 +362,10 @@ impl Replicator {
 
     async fn ended_outcome(&self, key: &str) -> Result<TxnOutcome, TxnError> {
         let id = key.splitn(3, ':').nth(2).unwrap_or(key).to_owned();
+        // Being aborted by a failover right now: the journal record is on its way.
+        if let Some(reason) = self.aborting.lock().get(key).cloned() {
+            return Err(TxnError::Aborted { id, reason });
+        }
         match self.journal.find_transaction(key).await? {
             Some(TransactionRecord {
                 outcome: TransactionOutcome::Committed,
@@ -693,11 +697,15 @@ impl Replicator {
     /// waits for it).
     pub(crate) async fn abort_for_failover(self: &Arc<Self>, reason: &str) {
         for key in self.uncommitted_per_transaction() {
+            self.aborting.lock().insert(key.clone(), reason.to_owned());
             let removed = self.transactions.lock().remove(&key);
             let Some(t) = removed else {
+                self.aborting.lock().remove(&key);
                 continue;
             };
-            if let Err(e) = self.end_aborted(&key, &t, reason).await {
+            let ended = self.end_aborted(&key, &t, reason).await;
+            self.aborting.lock().remove(&key);
+            if let Err(e) = ended {
                 warn!(transaction = %key, error = %e, "could not journal a transaction's abort");
             }
             warn!(transaction = %key, %reason, "transaction aborted by a failover");
