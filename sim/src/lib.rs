@@ -1,7 +1,8 @@
 //! A deterministic simulation of the real lockstep gateway: its pingora proxy, admin listener,
 //! replication pipeline, recovery and health checks run unmodified in a turmoil host, in front
 //! of three demo banks, with simulated clients, a seeded network, simulated time and seeded
-//! faults (crashes and restarts, partitions, held messages). After each run the history is
+//! faults (crashes and restarts, partitions, held messages). The gateway's journal lives on a
+//! simulated disk that loses its unsynced writes when the gateway crashes. After each run the history is
 //! checked: no acknowledged write lost, the same requests in the same order on every in-sync
 //! copy, at most one application per idempotency key, linearizable reads and writes, and a
 //! write that commits after the faults are healed.
@@ -10,6 +11,7 @@
 #![warn(unreachable_pub, missing_debug_implementations)]
 
 mod bank;
+mod disk;
 mod http_client;
 pub mod linearizability;
 mod net;
@@ -17,6 +19,7 @@ mod rng;
 mod run;
 mod workload;
 
+pub use disk::{PowerLoss, SimDisk};
 pub use run::{FaultKind, Outcome, run};
 
 /// Makes pingora's timeouts follow simulated time. pingora runs timeouts on its own real-time

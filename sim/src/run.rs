@@ -9,12 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use lockstep::{Environment, Gateway};
 use lockstep_backends::{BackendState, Clock};
 use lockstep_config::Config;
-use lockstep_journal::MemoryJournal;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use turmoil::net::TcpListener;
 
 use crate::bank::{BANK_PORT, Bank};
+use crate::disk::SimDisk;
 use crate::linearizability::{Action, Operation, is_linearizable};
 use crate::net::{SimConnector, downstream};
 use crate::rng::SplitMix64;
@@ -26,14 +26,20 @@ const DEPOSITS_PER_WRITER: usize = 6;
 /// Faults start inside this window of simulated time and are all healed at its end.
 const CHAOS_START: Duration = Duration::from_secs(2);
 const HEAL_AT: Duration = Duration::from_secs(20);
+/// A gateway crash waits up to this long after its scheduled moment for a journal write whose
+/// fsync is still running, and cuts the power then (see [`SimDisk::arm_power_cut`]), so that the
+/// power loss takes something back: with every answered write synced first, that is the only
+/// case where the disk can lose anything, and simulated time moving in ticks (with fsyncs much
+/// shorter than one) would almost never catch it by chance.
+const AIM_GATEWAY_CRASH: Duration = Duration::from_secs(1);
 /// A run that has not finished by then has lost liveness.
 const SIMULATION_LIMIT: Duration = Duration::from_secs(300);
 
 /// The kinds of fault the driver injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FaultKind {
-    /// The gateway host crashes (its journal survives, as on a disk synced on every append) and
-    /// restarts later.
+    /// The gateway host crashes with a power loss of its disk (the journal keeps what was
+    /// fsynced, loses what was only written: see [`SimDisk`]) and restarts later.
     GatewayCrash,
     /// The backend that is the primary at that moment crashes (its state survives) and restarts.
     PrimaryCrash,
@@ -56,6 +62,9 @@ pub struct Outcome {
     pub faults: BTreeMap<FaultKind, usize>,
     /// Client operations checked for linearizability.
     pub operations: usize,
+    /// Journal operations written but not yet synced when a gateway crash cut the power (lost),
+    /// by kind (`append`, `dispatch`, ...).
+    pub lost_journal_records: BTreeMap<&'static str, usize>,
     /// Everything that must never happen, with what it was.
     pub violations: Vec<String>,
     pub simulated: Duration,
@@ -122,10 +131,10 @@ request = "GET /accounts"
     Config::from_toml_str(&toml).expect("the simulation's configuration is valid")
 }
 
-/// The gateway host: the real gateway on the simulated clock, network and surviving journal.
+/// The gateway host: the real gateway on the simulated clock, network and disk.
 async fn gateway_host(
     config: Config,
-    journal: Arc<MemoryJournal>,
+    journal: Arc<SimDisk>,
     published: Arc<Mutex<Option<Gateway>>>,
 ) -> turmoil::Result {
     let environment = Environment {
@@ -159,7 +168,13 @@ async fn gateway_host(
 /// A scheduled change to the world.
 #[derive(Debug, Clone)]
 enum Step {
-    Start(FaultKind, Duration),
+    /// A fault that lasts `lasts`, scheduled at `due` (a gateway crash may come a little later:
+    /// see [`AIM_GATEWAY_CRASH`]).
+    Start {
+        kind: FaultKind,
+        lasts: Duration,
+        due: Duration,
+    },
     Bounce(String),
     Repair(String),
     Release(String),
@@ -185,7 +200,10 @@ pub fn run(seed: u64) -> Outcome {
         .map(|n| (n.to_string(), sim.lookup(*n)))
         .collect();
     let config = config(&addresses);
-    let journal = Arc::new(MemoryJournal::new());
+    // Outside the host, so that it outlives a crash; its fsync latencies come from a stream of
+    // their own, so that the seed's fault schedule is what it was with a journal that never
+    // loses anything.
+    let journal = Arc::new(SimDisk::new(seed));
     let published: Arc<Mutex<Option<Gateway>>> = Arc::default();
     {
         let (journal, published) = (journal.clone(), published.clone());
@@ -222,7 +240,14 @@ pub fn run(seed: u64) -> Outcome {
         let window = (HEAL_AT - CHAOS_START).as_millis() as u64 - 8_000;
         let at = CHAOS_START + Duration::from_millis(rng.below(window));
         let lasts = Duration::from_millis(1_000 + rng.below(7_000));
-        schedule.push((at, Step::Start(kind, lasts)));
+        schedule.push((
+            at,
+            Step::Start {
+                kind,
+                lasts,
+                due: at,
+            },
+        ));
     }
     let mut faults: BTreeMap<FaultKind, usize> = BTreeMap::new();
     let mut violations = Vec::new();
@@ -241,7 +266,16 @@ pub fn run(seed: u64) -> Outcome {
                 .unwrap_or_else(|| BACKENDS[0].to_owned());
             let backups: Vec<&str> = BACKENDS.iter().copied().filter(|b| *b != primary).collect();
             match step {
-                Step::Start(kind, lasts) => {
+                Step::Start { kind, lasts, due } => {
+                    if kind == FaultKind::GatewayCrash && !affected.contains("gateway") {
+                        let (written, synced) = journal.watermarks();
+                        if written == synced && now < due + AIM_GATEWAY_CRASH {
+                            journal.arm_power_cut();
+                            let retry = Step::Start { kind, lasts, due };
+                            schedule.push((now + Duration::from_millis(1), retry));
+                            continue;
+                        }
+                    }
                     let target = match kind {
                         FaultKind::GatewayCrash => "gateway".to_owned(),
                         FaultKind::PrimaryCrash | FaultKind::PrimaryPartition => primary,
@@ -256,9 +290,19 @@ pub fn run(seed: u64) -> Outcome {
                     shared.log(format!("{now:?} fault {kind:?} on {target} for {lasts:?}"));
                     let end = (now + lasts).min(HEAL_AT);
                     let undo = match kind {
-                        FaultKind::GatewayCrash
-                        | FaultKind::PrimaryCrash
-                        | FaultKind::BackupCrash => {
+                        FaultKind::GatewayCrash => {
+                            sim.crash(target.as_str());
+                            // Every gateway crash is the stronger fault: a power loss, which
+                            // also takes back the journal's unsynced writes.
+                            let (written, synced) = journal.watermarks();
+                            let loss = journal.power_loss();
+                            shared.log(format!(
+                                "{now:?} power loss: {written} journal records written, {synced} synced, lost {:?}",
+                                loss.lost
+                            ));
+                            Step::Bounce(target)
+                        }
+                        FaultKind::PrimaryCrash | FaultKind::BackupCrash => {
                             sim.crash(target.as_str());
                             Step::Bounce(target)
                         }
@@ -325,6 +369,7 @@ pub fn run(seed: u64) -> Outcome {
         trace_hash: hasher.finish(),
         faults,
         operations,
+        lost_journal_records: journal.lost(),
         violations,
         simulated,
         trace,
