@@ -6,6 +6,8 @@ use lockstep_backends::{
     Backend, BackendState, CatchupOptions, Checkpoint, CheckpointError, JoinError, JoinProgress,
     JoinReport, import_state, run_hook,
 };
+use std::collections::BTreeSet;
+
 use lockstep_config::CompareRule;
 use lockstep_journal::{RequestRecord, Seq};
 use serde::Deserialize;
@@ -122,9 +124,13 @@ pub(crate) async fn rejoin(
 /// Resets the backend (`reset` returns the first seq to replay), replays the journal into it
 /// and admits it. When that replay diverges after skipping aborted requests the primary may
 /// have applied ([`JoinError::doubtful`]: requests whose outcome could not be settled when they
-/// failed, because no backup could take over), the backend is reset again and the journal
-/// replayed with those requests included: if the primary did apply them, only that replay can
-/// reproduce its state. The view check still decides; a second divergence is final.
+/// failed, because no backup could take over), the backend is reset again and replayed with a
+/// better guess of which of them the primary applied: if it did, only a replay that includes
+/// them can reproduce its state. A divergence at request `t` points at the doubtful requests of
+/// `t`'s lane since the last committed request of that lane (that one matched, so the decisions
+/// before it were right): their inclusion is flipped. A view difference with no such pointer
+/// includes every doubtful request not tried yet. The view check decides, as always; the
+/// attempts end when a guess does not change or after a few.
 async fn fresh_catch_up<F, Fut>(
     shared: &Shared,
     name: &str,
@@ -135,21 +141,91 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Seq, AddError>>,
 {
-    let from = reset().await?;
-    match catch_up(shared, name, from, true, Vec::new(), progress).await {
-        Err(e) if !e.doubtful().is_empty() => {
-            let doubtful = e.doubtful().to_vec();
-            tracing::warn!(
-                backend = name,
-                ?doubtful,
-                error = %e,
-                "the replay skipped aborted requests the primary may have applied; resetting again to replay them"
-            );
-            let from = reset().await?;
-            Ok(catch_up(shared, name, from, true, doubtful, progress).await?)
+    let mut include: BTreeSet<Seq> = BTreeSet::new();
+    let mut doubtful: BTreeSet<Seq> = BTreeSet::new();
+    let mut attempts = 0usize;
+    loop {
+        let from = reset().await?;
+        let result = catch_up(
+            shared,
+            name,
+            from,
+            true,
+            include.iter().copied().collect(),
+            progress,
+        )
+        .await;
+        let e = match result {
+            Ok(report) => return Ok(report),
+            Err(e) => e,
+        };
+        doubtful.extend(e.doubtful());
+        attempts += 1;
+        if doubtful.is_empty() || attempts > doubtful.len().min(MAX_DOUBT_ATTEMPTS) {
+            return Err(e.into());
         }
-        other => Ok(other?),
+        let Some(next) = next_guess(shared, &e, &include, &doubtful).await else {
+            return Err(e.into());
+        };
+        tracing::warn!(
+            backend = name,
+            ?doubtful,
+            replayed_with = ?next,
+            error = %e,
+            "the replay diverged and the primary may have applied aborted requests; resetting again to replay with another guess"
+        );
+        include = next;
     }
+}
+
+/// At most this many replays after the first, whatever the number of doubtful requests.
+const MAX_DOUBT_ATTEMPTS: usize = 8;
+
+/// The next set of doubtful requests to replay (see [`fresh_catch_up`]); `None` when there is
+/// no better guess.
+async fn next_guess(
+    shared: &Shared,
+    error: &JoinError,
+    include: &BTreeSet<Seq>,
+    doubtful: &BTreeSet<Seq>,
+) -> Option<BTreeSet<Seq>> {
+    let next: BTreeSet<Seq> = match error {
+        JoinError::Diverged { seq, .. } => {
+            let first = *doubtful.first()?;
+            if first >= *seq {
+                return None;
+            }
+            let journal = shared.replicator.journal();
+            let entries = journal
+                .read_from(first, (*seq - first + 1) as usize)
+                .await
+                .ok()?;
+            let lane = &entries.iter().find(|e| e.seq == *seq)?.lane;
+            let last_matched = entries
+                .iter()
+                .filter(|e| {
+                    &e.lane == lane
+                        && e.seq < *seq
+                        && matches!(e.state, lockstep_journal::EntryState::Committed(_))
+                })
+                .map(|e| e.seq)
+                .max()
+                .unwrap_or(0);
+            let culprits: BTreeSet<Seq> = entries
+                .iter()
+                .filter(|e| {
+                    &e.lane == lane
+                        && e.seq > last_matched
+                        && e.seq < *seq
+                        && doubtful.contains(&e.seq)
+                })
+                .map(|e| e.seq)
+                .collect();
+            include.symmetric_difference(&culprits).copied().collect()
+        }
+        _ => include.union(doubtful).copied().collect(),
+    };
+    (next != *include).then_some(next)
 }
 
 /// Takes a checkpoint now and stores it (then compacts the journal, when configured).

@@ -393,13 +393,24 @@ fn probes() -> Vec<lockstep_config::ViewProbe> {
 
 async fn catch_up(r: &Arc<Replicator>, name: &str) -> Result<crate::JoinReport, crate::JoinError> {
     let from = r.pool().get(name).unwrap().acked_seq() + 1;
+    replay_into(r, name, from, false, Vec::new()).await
+}
+
+/// A catch-up of `name` from `from` with small batches and a short fence lag.
+async fn replay_into(
+    r: &Arc<Replicator>,
+    name: &str,
+    from: lockstep_journal::Seq,
+    fresh: bool,
+    include_aborted: Vec<lockstep_journal::Seq>,
+) -> Result<crate::JoinReport, crate::JoinError> {
     let (progress, _) = watch::channel(crate::JoinProgress::default());
     let options = crate::CatchupOptions {
         fence_lag: 4,
         batch: 8,
         concurrency: 4,
-        fresh: false,
-        include_aborted: Vec::new(),
+        fresh,
+        include_aborted,
     };
     r.catch_up(
         name,
@@ -460,23 +471,7 @@ async fn fresh_catch_up(
     name: &str,
     include_aborted: Vec<lockstep_journal::Seq>,
 ) -> Result<crate::JoinReport, crate::JoinError> {
-    let (progress, _) = watch::channel(crate::JoinProgress::default());
-    let options = crate::CatchupOptions {
-        fence_lag: 4,
-        batch: 8,
-        concurrency: 4,
-        fresh: true,
-        include_aborted,
-    };
-    r.catch_up(
-        name,
-        1,
-        &probes(),
-        &|_| CompareRule::default(),
-        &options,
-        &progress,
-    )
-    .await
+    replay_into(r, name, 1, true, include_aborted).await
 }
 
 #[tokio::test]
