@@ -128,8 +128,9 @@ pub(crate) async fn rejoin(
 /// better guess of which of them the primary applied: if it did, only a replay that includes
 /// them can reproduce its state. A divergence at request `t` points at the doubtful requests of
 /// `t`'s lane since the last committed request of that lane (that one matched, so the decisions
-/// before it were right): their inclusion is flipped. A view difference with no such pointer
-/// includes every doubtful request not tried yet. The view check decides, as always; the
+/// before it were probably right), or, when there are none, at every doubtful request of the
+/// lane before `t`: their inclusion is flipped. A view difference with no such pointer includes
+/// every doubtful request not tried yet. The view check decides, as always; the
 /// attempts end when a guess does not change or after a few.
 async fn fresh_catch_up<F, Fut>(
     shared: &Shared,
@@ -211,16 +212,25 @@ async fn next_guess(
                 .map(|e| e.seq)
                 .max()
                 .unwrap_or(0);
-            let culprits: BTreeSet<Seq> = entries
-                .iter()
-                .filter(|e| {
-                    &e.lane == lane
-                        && e.seq > last_matched
-                        && e.seq < *seq
-                        && doubtful.contains(&e.seq)
-                })
-                .map(|e| e.seq)
-                .collect();
+            let on_lane = |after: Seq| -> BTreeSet<Seq> {
+                entries
+                    .iter()
+                    .filter(|e| {
+                        &e.lane == lane
+                            && e.seq > after
+                            && e.seq < *seq
+                            && doubtful.contains(&e.seq)
+                    })
+                    .map(|e| e.seq)
+                    .collect()
+            };
+            // A lane can hold more than one piece of state (an account per request path, one
+            // lane for all): a matching answer then vouches only for its own part, and the
+            // culprit may lie further back in the lane.
+            let mut culprits = on_lane(last_matched);
+            if culprits.is_empty() {
+                culprits = on_lane(0);
+            }
             include.symmetric_difference(&culprits).copied().collect()
         }
         _ => include.union(doubtful).copied().collect(),
