@@ -32,8 +32,9 @@ usage() {
     cat <<'USAGE'
 Usage: loadtest/bench.sh [--quick] [--write-doc] [OPTIONS]
 
-Builds lockstep, lockstep-demo and lockstep-load (release), starts demo backends, a static
-backend, nginx (one worker: reverse proxy and mirror), HAProxy (one thread) and nine lockstep
+Builds lockstep, lockstep-demo, lockstep-load and the bare proxy example (release), starts
+demo backends, a static backend, nginx (one worker: reverse proxy and mirror), HAProxy (one
+thread), a bare pingora proxy (gateway/examples/bare_proxy.rs, one thread) and nine lockstep
 gateways (threads = 1) on free 127.0.0.1 ports, and measures every row with
 `lockstep-load -c CONNECTIONS` (closed loop, one thread), RUNS times, rows interleaved. A few GET
 rows are measured with `wrk -t1 -cCONNECTIONS` as well, as a cross-check of the generator.
