@@ -301,9 +301,16 @@ async fn named_backends() -> (Vec<MockServer>, String, Vec<String>) {
     (mocks, backends_toml(&list), secrets)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_admin_endpoint_requires_the_exact_token() {
-    let (_mocks, backends, secrets) = named_backends().await;
+/// A gateway in front of named mock backends whose admin listener requires `ADMIN_TOKEN` (from
+/// a token file), with the names and addresses no unauthenticated answer may reveal. Keep the
+/// mocks and the directory alive as long as the gateway.
+async fn guarded_gateway() -> (
+    Vec<MockServer>,
+    tempfile::TempDir,
+    lockstep::Running,
+    Vec<String>,
+) {
+    let (mocks, backends, secrets) = named_backends().await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("admin.token");
     std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
@@ -311,6 +318,12 @@ async fn every_admin_endpoint_requires_the_exact_token() {
         "[admin]\ntoken_file = \"{}\"\n{backends}",
         token_file.display()
     ));
+    (mocks, dir, gw, secrets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_admin_endpoint_requires_the_exact_token() {
+    let (_mocks, _dir, gw, secrets) = guarded_gateway().await;
     let c = client();
     let mut last_byte = ADMIN_TOKEN.as_bytes().to_vec();
     *last_byte.last_mut().unwrap() ^= 0x01;
@@ -390,14 +403,7 @@ async fn every_admin_endpoint_requires_the_exact_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_page_is_public_but_holds_no_topology() {
-    let (_mocks, backends, secrets) = named_backends().await;
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("admin.token");
-    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
-    let gw = start_gateway(&format!(
-        "[admin]\ntoken_file = \"{}\"\n{backends}",
-        token_file.display()
-    ));
+    let (_mocks, _dir, gw, secrets) = guarded_gateway().await;
     let c = client();
     let r = c.get(format!("http://{}/", gw.admin)).send().await.unwrap();
     assert_eq!(r.status(), 200, "GET / without a token");
