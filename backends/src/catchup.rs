@@ -525,23 +525,25 @@ impl Run<'_> {
             }
             EntryState::Committed(committed) => {
                 let extra = super::replicator::context_headers(entry.seq, entry.time);
-                let timeout = r.config().backup_timeout;
-                // A backend filled from an empty state needs no dispatch marks: if the gateway
-                // stops before the join ends, the backend starts over (see `fresh_join`).
-                let sent = if self.fresh {
-                    r.transport()
-                        .send(&self.backend, &entry.request, &extra, timeout)
-                        .await
-                } else {
-                    r.dispatch(&self.backend, entry.seq, &entry.request, &extra, timeout)
-                        .await
-                };
-                let answer = sent.map_err(|e| JoinError::Transport {
-                    backend: self.backend.name.clone(),
-                    seq: entry.seq,
-                    error: e.to_string(),
-                })?;
                 let rule = (self.compare)(&entry.request);
+                // A backend filled from an empty state needs no dispatch marks: if the gateway
+                // stops before the join ends, the backend starts over (see `fresh_join`). A
+                // refusal is retried, as on the live path.
+                let answer = r
+                    .send_to_backup(
+                        &self.backend,
+                        entry.seq,
+                        &entry.request,
+                        &extra,
+                        &rule.refusals,
+                        !self.fresh,
+                    )
+                    .await
+                    .map_err(|e| JoinError::Transport {
+                        backend: self.backend.name.clone(),
+                        seq: entry.seq,
+                        error: e.to_string(),
+                    })?;
                 if let Some(d) = crate::compare_responses(&rule, committed, &answer) {
                     return Err(JoinError::Diverged {
                         backend: self.backend.name.clone(),

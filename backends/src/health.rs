@@ -67,8 +67,9 @@ impl HealthTracker {
 }
 
 /// Runs active health checks against every backend and moves states accordingly: an in-sync
-/// backend (or the primary) that stops answering goes `down`; a `down` one that answers again is
-/// readmitted (see [`Replicator::readmit`]).
+/// backend (or the primary) that stops answering goes `down`; a `down` one that answers again
+/// must prove its state before it is in-sync (see [`Replicator::readmit`]); one whose instance
+/// identity changed restarted (see [`Replicator::restarted`]).
 #[derive(Debug)]
 pub struct HealthChecker {
     replicator: Arc<Replicator>,
@@ -112,7 +113,13 @@ impl HealthChecker {
         let backends = self.replicator.pool().all();
         let checks = backends.iter().map(|b| self.check(b));
         let results = futures::future::join_all(checks).await;
-        for (backend, ok) in backends.iter().zip(results) {
+        for (backend, (ok, identity)) in backends.iter().zip(results) {
+            if let Some(identity) = identity {
+                if let Some(previous) = backend.observe_identity(&identity) {
+                    let (r, b) = (self.replicator.clone(), backend.clone());
+                    tokio::spawn(async move { r.restarted(&b, &previous, &identity).await });
+                }
+            }
             let tracker = trackers.entry(backend.name.clone()).or_insert_with(|| {
                 HealthTracker::new(self.config.healthy_after, self.config.unhealthy_after)
             });
@@ -134,7 +141,10 @@ impl HealthChecker {
                 }
                 Some(true) => {
                     if backend.state() == BackendState::Down {
-                        self.replicator.readmit(backend);
+                        let (r, b) = (self.replicator.clone(), backend.clone());
+                        tokio::spawn(async move {
+                            r.readmit(&b, BackendState::Down, "reachable again").await
+                        });
                     } else {
                         info!(backend = %backend.name, state = %backend.state(), "backend is healthy");
                     }
@@ -144,7 +154,8 @@ impl HealthChecker {
         }
     }
 
-    async fn check(&self, backend: &crate::Backend) -> bool {
+    /// Whether the check passed, and the instance identity it answered (when configured).
+    async fn check(&self, backend: &crate::Backend) -> (bool, Option<String>) {
         let request = RequestRecord {
             method: "GET".into(),
             uri: self.config.path.clone(),
@@ -156,8 +167,16 @@ impl HealthChecker {
             .send(backend, &request, &[], self.config.timeout)
             .await
         {
-            Ok(r) => (200..300).contains(&r.status),
-            Err(_) => false,
+            Ok(r) => {
+                let identity = self
+                    .config
+                    .identity_header
+                    .as_deref()
+                    .and_then(|name| r.header(name))
+                    .map(|v| String::from_utf8_lossy(v).into_owned());
+                ((200..300).contains(&r.status), identity)
+            }
+            Err(_) => (false, None),
         }
     }
 }

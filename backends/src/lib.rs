@@ -28,6 +28,7 @@ mod lane;
 mod pool;
 mod probes;
 mod recovery;
+mod refusal;
 mod replicator;
 #[cfg(test)]
 mod testing;
@@ -45,8 +46,8 @@ pub use pool::{Backend, BackendState, BackendStatus, Pool, PoolStatus};
 pub use probes::{ProbeDifference, ProbeReport, compare_views, view_report};
 pub use recovery::RecoveryReport;
 pub use replicator::{
-    Committed, MembershipError, ReplicationError, Replicator, Submission, SwitchoverError,
-    TxnError, TxnMode, TxnOutcome, TxnReply,
+    Committed, MembershipError, REFUSED, Readmission, RejoinHook, ReplicationError, Replicator,
+    Submission, SwitchoverError, TxnError, TxnMode, TxnOutcome, TxnReply,
 };
 pub use transport::{Transport, TransportError};
 pub use watermark::Watermark;

@@ -59,6 +59,15 @@ pub struct Backend {
     /// Being filled from an empty state (or a checkpoint) by a catch-up that journals no
     /// per-request marks: a restart cannot resume it, the backend starts over.
     pub(crate) fresh_join: std::sync::atomic::AtomicBool,
+    /// Why it is in its state: the detail of its last state change (shown in `/status`).
+    detail: Mutex<String>,
+    /// What is being retried on it now (a refused request), for `/status`.
+    retrying: Mutex<Option<String>>,
+    /// The instance identity its health check answered last (`[health] identity_header`).
+    identity: Mutex<Option<String>>,
+    /// The last seq handed out when it last became in-sync by proof (0: in-sync from the start).
+    /// At a promotion where candidates disagree, the one proven longest ago wins a tie.
+    proven_since: Mutex<Seq>,
 }
 
 impl Backend {
@@ -75,7 +84,48 @@ impl Backend {
             state: Mutex::new(BackendState::InSync),
             acked: Mutex::new(Watermark::default()),
             fresh_join: std::sync::atomic::AtomicBool::new(false),
+            detail: Mutex::new(String::new()),
+            retrying: Mutex::new(None),
+            identity: Mutex::new(None),
+            proven_since: Mutex::new(0),
         }
+    }
+
+    /// Why it is in its state (the detail of its last state change); empty when never changed.
+    pub fn detail(&self) -> String {
+        self.detail.lock().clone()
+    }
+
+    pub(crate) fn set_detail(&self, detail: &str) {
+        *self.detail.lock() = detail.to_owned();
+    }
+
+    /// What is being retried on it now, if anything.
+    pub fn retrying(&self) -> Option<String> {
+        self.retrying.lock().clone()
+    }
+
+    pub(crate) fn set_retrying(&self, what: Option<String>) {
+        *self.retrying.lock() = what;
+    }
+
+    /// Records the instance identity a health check answered; returns the previous one when it
+    /// differs (the backend restarted).
+    pub(crate) fn observe_identity(&self, identity: &str) -> Option<String> {
+        let mut known = self.identity.lock();
+        match known.replace(identity.to_owned()) {
+            Some(previous) if previous != identity => Some(previous),
+            _ => None,
+        }
+    }
+
+    /// See [`Backend::proven_since`](Self).
+    pub fn proven_since(&self) -> Seq {
+        *self.proven_since.lock()
+    }
+
+    pub(crate) fn set_proven_since(&self, seq: Seq) {
+        *self.proven_since.lock() = seq;
     }
 
     pub fn state(&self) -> BackendState {
@@ -209,6 +259,8 @@ impl Pool {
                 state: b.state(),
                 implementation: b.implementation.clone(),
                 acked_seq: b.acked_seq(),
+                detail: b.detail(),
+                retrying: b.retrying(),
             })
             .collect();
         PoolStatus {
@@ -240,4 +292,10 @@ pub struct BackendStatus {
     pub state: BackendState,
     pub implementation: String,
     pub acked_seq: Seq,
+    /// Why it is in its state, with the command to run when it needs an operator.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// A refused request being retried on it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrying: Option<String>,
 }

@@ -35,13 +35,18 @@ use crate::watermark::Watermark;
 
 mod failover;
 mod membership;
+mod readmission;
 mod transaction;
 
 /// Abort reasons of requests that certainly reached no backend start with this.
 pub(crate) const NOT_DELIVERED: &str = "not delivered: ";
+/// Abort reasons of requests the primary refused (applied nowhere) start with this.
+pub const REFUSED: &str = "refused: ";
 
 pub use failover::SwitchoverError;
 pub use membership::MembershipError;
+pub use readmission::{Readmission, RejoinHook};
+
 pub use transaction::{TxnError, TxnMode, TxnOutcome, TxnReply};
 
 /// A logical request, classified, ready to be sequenced.
@@ -68,6 +73,9 @@ pub struct Committed {
     pub response: ResponseRecord,
     /// Name of the primary that produced the response.
     pub primary: String,
+    /// The primary refused the request (a status of the route's refusals): nothing was applied
+    /// anywhere, the seq is recorded as refused, and `response` is the refusal.
+    pub refused: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +171,10 @@ pub struct Replicator {
     /// yet ended in the journal. A commit or abort that comes in between learns the outcome
     /// here instead of finding no trace of the transaction.
     aborting: Mutex<HashMap<String, String>>,
+    /// The view probes that prove a copy's state (see [`Replicator::set_probes`]).
+    probes: Mutex<Vec<lockstep_config::ViewProbe>>,
+    /// Rejoins a copy that came back having missed requests (`[health] auto_rejoin`).
+    auto_rejoin: Mutex<Option<readmission::RejoinSlot>>,
     /// Itself, for background work started from `&self`.
     me: std::sync::Weak<Replicator>,
 }
@@ -202,6 +214,8 @@ impl Replicator {
             removed: Mutex::new(Vec::new()),
             transactions: Mutex::new(HashMap::new()),
             aborting: Mutex::new(HashMap::new()),
+            probes: Mutex::new(Vec::new()),
+            auto_rejoin: Mutex::new(None),
         })
     }
 
@@ -270,6 +284,10 @@ impl Replicator {
             None => backend.set_state(to) != to,
         };
         if moved {
+            backend.set_detail(detail);
+            if to == BackendState::InSync {
+                backend.set_proven_since(self.last_seq());
+            }
             let event = match to {
                 BackendState::InSync => "backend-in-sync",
                 BackendState::Lagging => "backend-ejected",
@@ -374,22 +392,6 @@ impl Replicator {
         self.me.upgrade().expect("a replicator in use is alive")
     }
 
-    /// Returns a backend that was `down` to service. Under the admission lock, so that no request
-    /// is sequenced meanwhile: it becomes `in-sync` only if it has processed every request handed
-    /// out so far, and `lagging` otherwise (it needs a catch-up).
-    pub fn readmit(&self, backend: &Backend) -> BackendState {
-        let next = {
-            let admission = self.admission.lock();
-            if backend.acked_seq() >= admission.last_seq {
-                BackendState::InSync
-            } else {
-                BackendState::Lagging
-            }
-        };
-        self.change_state(backend, Some(BackendState::Down), next, "reachable again");
-        backend.state()
-    }
-
     /// Sequences, journals, replicates and commits one logical request.
     pub async fn submit(
         self: &Arc<Self>,
@@ -475,6 +477,14 @@ impl Replicator {
             .await;
         drop(primary_turn);
         let response = match outcome {
+            Ok(response) if crate::refusal::is_refusal(&sub.compare.refusals, response.status) => {
+                primary_tx.send_replace(Some(Err(TransportError::Refused(response.status))));
+                // Let every backup task finish (parallel dispatch: note who applied it).
+                while vote_rx.recv().await.is_some() {}
+                return self
+                    .refuse(&primary, &participants, &processed, seq, response)
+                    .await;
+            }
             Ok(response) => {
                 // Journaled before any backup may see the request: after a crash, a request
                 // without the primary's ack was certainly not sent to a backup.
@@ -528,6 +538,61 @@ impl Replicator {
             seq,
             response,
             primary: primary.name.clone(),
+            refused: false,
+        })
+    }
+
+    /// The primary refused `seq`: it is not sent to the backups (a parallel-dispatch backup that
+    /// already applied it is suspect), and the journal records it as refused: not applied
+    /// anywhere, so recovery, catch-up and rejoin skip it and its idempotency key may run again.
+    pub(crate) async fn refuse(
+        &self,
+        primary: &Backend,
+        participants: &[Arc<Backend>],
+        processed: &Processed,
+        seq: Seq,
+        response: ResponseRecord,
+    ) -> Result<Committed, ReplicationError> {
+        metrics::counter!("lockstep_refusals_total", "backend" => primary.name.clone(), "role" => "primary")
+            .increment(1);
+        let processed = processed.lock().clone();
+        for b in participants {
+            if processed.contains_key(&b.name) {
+                self.change_state(
+                    b,
+                    Some(BackendState::InSync),
+                    BackendState::Suspect,
+                    &format!(
+                        "processed request {seq}, which the primary refused with {}",
+                        response.status
+                    ),
+                );
+            } else {
+                b.mark_acked(seq);
+            }
+        }
+        primary.mark_acked(seq);
+        let recorded = async {
+            self.journal.record_undelivered(seq, &primary.name).await?;
+            self.journal
+                .abort(
+                    seq,
+                    format!(
+                        "{REFUSED}the primary {} answered {}",
+                        primary.name, response.status
+                    ),
+                )
+                .await
+        }
+        .await;
+        self.resolve(seq);
+        recorded?;
+        info!(seq, primary = %primary.name, status = response.status, "the primary refused the request; not replicated");
+        Ok(Committed {
+            seq,
+            response,
+            primary: primary.name.clone(),
+            refused: true,
         })
     }
 
@@ -812,6 +877,22 @@ impl Replicator {
         primary: &ResponseRecord,
         response: &ResponseRecord,
     ) -> bool {
+        if crate::refusal::is_refusal(&compare.refusals, response.status)
+            && !crate::refusal::is_refusal(&compare.refusals, primary.status)
+        {
+            // It did not process the request: behind, not different.
+            warn!(backend = %backup.name, seq, status = response.status, "backup refused a request the primary applied");
+            self.change_state(
+                backup,
+                Some(BackendState::InSync),
+                BackendState::Lagging,
+                &format!(
+                    "refused request {seq} with {}; it rejoins from where it stopped: lockstep backend rejoin {}",
+                    response.status, backup.name
+                ),
+            );
+            return false;
+        }
         if let Some(difference) = compare_responses(compare, primary, response) {
             let eject = self.config.on_divergence == OnDivergence::Eject;
             warn!(backend = %backup.name, seq, %difference, ejected = eject, "backup diverged from the primary");
@@ -926,23 +1007,72 @@ impl BackupTask {
             // The request is parked for the next primary, or aborted; either way not sent here.
             return Vote::Skipped;
         }
-        let sent = r
-            .dispatch(
+        let refusals = self.compare.refusals.clone();
+        let refusals = refusals.as_slice();
+        let mut sent = if sequential {
+            r.send_to_backup(
+                &self.backup,
+                self.seq,
+                &self.request,
+                &self.extra,
+                refusals,
+                true,
+            )
+            .await
+        } else {
+            r.dispatch(
                 &self.backup,
                 self.seq,
                 &self.request,
                 &self.extra,
                 r.config.backup_timeout,
             )
-            .await;
+            .await
+        };
+        let not_taken = match &sent {
+            Ok(answer) => crate::refusal::is_refusal(refusals, answer.status),
+            Err(e) => e.not_delivered(),
+        };
+        if !sequential && not_taken {
+            // Parallel dispatch: retried only once the primary is known to have applied it.
+            match self.primary_outcome().await {
+                Ok(p) if !crate::refusal::is_refusal(refusals, p.status) => {
+                    if sent.is_ok() {
+                        let _ = r
+                            .journal
+                            .record_undelivered(self.seq, &self.backup.name)
+                            .await;
+                    }
+                    sent = r
+                        .send_to_backup(
+                            &self.backup,
+                            self.seq,
+                            &self.request,
+                            &self.extra,
+                            refusals,
+                            true,
+                        )
+                        .await;
+                }
+                _ => return Vote::Skipped,
+            }
+        }
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
+                let how = if error.not_delivered() {
+                    format!(
+                        "request {}: {error} until backup_timeout; it rejoins from where it stopped: lockstep backend rejoin {}",
+                        self.seq, self.backup.name
+                    )
+                } else {
+                    format!("request {}: {error}", self.seq)
+                };
                 r.change_state(
                     &self.backup,
                     Some(BackendState::InSync),
                     BackendState::Lagging,
-                    &format!("request {}: {error}", self.seq),
+                    &how,
                 );
                 return Vote::Failed;
             }

@@ -43,6 +43,8 @@ pub(crate) struct FakeBackends {
     progress: watch::Sender<usize>,
     /// Per backend: (requests being handled now, the most ever handled at once).
     concurrency: Mutex<HashMap<String, (usize, usize)>>,
+    /// Per backend: (status, how many more writes to refuse with it, unprocessed).
+    shedding: Mutex<HashMap<String, (u16, u32)>>,
 }
 
 impl FakeBackends {
@@ -70,6 +72,12 @@ impl FakeBackends {
     /// The most requests `backend` ever handled at once.
     pub(crate) fn max_concurrent(&self, backend: &str) -> usize {
         self.concurrency.lock().get(backend).map_or(0, |c| c.1)
+    }
+
+    /// Makes `backend` refuse its next `times` writes with `status` (and `Retry-After: 0`),
+    /// without processing them, as a service shedding load does.
+    pub(crate) fn shed(&self, backend: &str, status: u16, times: u32) {
+        self.shedding.lock().insert(backend.into(), (status, times));
     }
 
     /// Empties `backend`'s state, as its reset hook would.
@@ -145,6 +153,23 @@ impl Transport for FakeBackends {
                 body: Bytes::from(format!("{state:?}")),
             });
         }
+        let shed = {
+            let mut shedding = self.shedding.lock();
+            match shedding.get_mut(&backend.name) {
+                Some((status, left)) if *left > 0 => {
+                    *left -= 1;
+                    Some(*status)
+                }
+                _ => None,
+            }
+        };
+        if let Some(status) = shed {
+            return Ok(ResponseRecord {
+                status,
+                headers: vec![Header::new("retry-after", "0")],
+                body: Bytes::from_static(b"{\"error\":\"overloaded, try again\"}"),
+            });
+        }
         let key = request
             .uri
             .trim_start_matches('/')
@@ -192,6 +217,7 @@ pub(crate) fn config(ack: AckPolicy, dispatch: DispatchMode) -> ReplicationConfi
         primary_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(1),
         on_divergence: OnDivergence::Eject,
+        refusals: vec![408, 429, 503],
     }
 }
 

@@ -20,12 +20,19 @@ pub enum TransportError {
     /// The request may have been processed; the exchange failed midway.
     #[error("exchange failed: {0}")]
     Exchange(String),
+    /// The backend answered with a refusal status (`[replication] refusals`): it did not process
+    /// the request. Never returned by a transport; the pipeline turns refusals into this.
+    #[error("refused with status {0}")]
+    Refused(u16),
 }
 
 impl TransportError {
     /// Whether the backend certainly did not process the request.
     pub fn not_delivered(&self) -> bool {
-        matches!(self, TransportError::Connect(_))
+        matches!(
+            self,
+            TransportError::Connect(_) | TransportError::Refused(_)
+        )
     }
 }
 

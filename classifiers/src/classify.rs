@@ -117,6 +117,13 @@ impl Classifier {
         }
     }
 
+    /// Sets the comparison of requests that no rule with a `compare` matched (the default rule
+    /// carries `[replication] refusals`).
+    pub fn with_default_compare(mut self, rule: CompareRule) -> Self {
+        self.default_compare = rule;
+        self
+    }
+
     /// How to compare backups' responses for a request classified as `c`: the matched rule's
     /// `compare`, or the default comparison when it has none or no rule matched.
     pub fn compare_rule(&self, c: &Classification) -> &CompareRule {

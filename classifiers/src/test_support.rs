@@ -23,6 +23,7 @@ pub(crate) fn route(spec: &str) -> RouteRule {
         idempotency: None,
         compare: None,
         transaction_ack: None,
+        refusals: None,
     }
 }
 

@@ -38,6 +38,14 @@ pub enum ConfigError {
         message: String,
     },
 
+    /// `[health] auto_rejoin = true` without a view probe to prove the rejoined copies.
+    #[error(
+        "health.auto_rejoin = true needs at least one [[verify.probes]]: a copy that comes back is \
+         rejoined automatically only when its view can be checked against the primary's; add a \
+         probe such as [[verify.probes]] request = \"GET /accounts\", or set auto_rejoin = false"
+    )]
+    AutoRejoinWithoutProbes,
+
     /// No `[[backends]]` at all.
     #[error(
         "no backends are configured; add at least the primary: \
@@ -311,6 +319,7 @@ impl ConfigError {
         match self {
             ConfigError::Io { .. } => None,
             ConfigError::Syntax { key, .. } => key.as_deref(),
+            ConfigError::AutoRejoinWithoutProbes => Some("health.auto_rejoin"),
             ConfigError::NoBackends
             | ConfigError::NoPrimary { .. }
             | ConfigError::MultiplePrimaries { .. } => Some("backends"),

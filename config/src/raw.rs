@@ -234,6 +234,8 @@ pub(crate) struct RawReplication {
     pub(crate) connect_timeout: String,
     #[serde(default = "default_on_divergence")]
     pub(crate) on_divergence: RawOnDivergence,
+    #[serde(default = "default_refusals")]
+    pub(crate) refusals: Vec<u64>,
 }
 
 impl Default for RawReplication {
@@ -245,8 +247,15 @@ impl Default for RawReplication {
             primary_timeout: default_primary_timeout(),
             connect_timeout: default_connect_timeout(),
             on_divergence: default_on_divergence(),
+            refusals: default_refusals(),
         }
     }
+}
+
+/// `408 Request Timeout`, `429 Too Many Requests`, `503 Service Unavailable`: answers that say
+/// the request was not processed.
+pub(crate) fn default_refusals() -> Vec<u64> {
+    vec![408, 429, 503]
 }
 
 pub(crate) fn default_ack() -> RawAck {
@@ -357,6 +366,10 @@ pub(crate) struct RawHealth {
     pub(crate) unhealthy_after: u64,
     #[serde(default = "default_threshold")]
     pub(crate) healthy_after: u64,
+    #[serde(default)]
+    pub(crate) identity_header: Option<String>,
+    #[serde(default)]
+    pub(crate) auto_rejoin: bool,
 }
 
 impl Default for RawHealth {
@@ -367,6 +380,8 @@ impl Default for RawHealth {
             timeout: default_health_timeout(),
             unhealthy_after: default_threshold(),
             healthy_after: default_threshold(),
+            identity_header: None,
+            auto_rejoin: false,
         }
     }
 }
@@ -428,6 +443,8 @@ pub(crate) struct RawRoute {
     pub(crate) compare: Option<RawCompare>,
     #[serde(default)]
     pub(crate) transaction_ack: Option<RawTransactionAck>,
+    #[serde(default)]
+    pub(crate) refusals: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

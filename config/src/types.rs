@@ -166,6 +166,10 @@ pub struct ReplicationConfig {
     pub connect_timeout: Duration,
     /// `[replication] on_divergence`, default `eject`.
     pub on_divergence: OnDivergence,
+    /// `[replication] refusals`, default `[408, 429, 503]`: statuses that say a request was not
+    /// processed. The primary's refusal is not replicated; a backup's is retried. Each is 4xx
+    /// or 5xx; a route's `refusals` overrides the list.
+    pub refusals: Vec<u16>,
 }
 
 /// `[idempotency] in_flight`: what a retry gets while the original is still being processed.
@@ -205,6 +209,14 @@ pub struct HealthConfig {
     /// `[health] healthy_after`, default 2, at least 1: consecutive passed checks before an
     /// unhealthy backend is marked healthy again.
     pub healthy_after: u32,
+    /// `[health] identity_header`, optional, lowercased: a header of the health check's answer
+    /// that names the backend's instance (a boot id). A backend whose identity changes has
+    /// restarted: it is `suspect` at once, and must be proven before it is in-sync again.
+    pub identity_header: Option<String>,
+    /// `[health] auto_rejoin`, default false: a backend that comes back and cannot be
+    /// re-admitted by a view check alone (it missed requests) is rejoined automatically, from
+    /// where it stopped, with the view check at the end. Requires `[[verify.probes]]`.
+    pub auto_rejoin: bool,
 }
 
 /// `[[backends]] role`.
@@ -328,6 +340,9 @@ pub struct CompareRule {
     pub ignore_headers: Vec<String>,
     /// RFC 6901 JSON pointers removed from JSON bodies before comparing.
     pub ignore_json: Vec<String>,
+    /// Statuses that mean "not processed" (a refusal: `429`, `503`, ...): the primary's is not
+    /// replicated, a backup's is retried rather than compared. Empty: every answer is compared.
+    pub refusals: Vec<u16>,
 }
 
 /// One `[[routes]]` entry: what the config says about the requests it matches.
@@ -349,6 +364,8 @@ pub struct RouteRule {
     pub compare: Option<CompareRule>,
     /// None: `[transactions] ack`.
     pub transaction_ack: Option<TransactionAck>,
+    /// None: `[replication] refusals`. Also copied into `compare` (see [`CompareRule::refusals`]).
+    pub refusals: Option<Vec<u16>>,
 }
 
 /// A view probe: a read request whose normalized responses must be equal on two backends.

@@ -32,21 +32,28 @@ mod tests;
 
 /// Checks a whole raw configuration and builds the typed one.
 pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let replication = replication(&raw.replication)?;
+    let health = health(&raw.health)?;
+    let verify = verify(&raw.verify)?;
+    if health.auto_rejoin && verify.probes.is_empty() {
+        // A rejoin is proven by its view check; without probes nothing would be checked.
+        return Err(ConfigError::AutoRejoinWithoutProbes);
+    }
     Ok(Config {
         gateway: gateway(&raw.gateway)?,
         admin: admin(&raw.admin)?,
         journal: journal(&raw.journal)?,
-        replication: replication(&raw.replication)?,
         idempotency: idempotency(&raw.idempotency)?,
-        health: health(&raw.health)?,
         backends: backends(&raw.backends)?,
         routes: raw
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| route(&format!("routes[{i}]"), r))
+            .map(|(i, r)| route(&format!("routes[{i}]"), r, &replication.refusals))
             .collect::<Result<_, _>>()?,
-        verify: verify(&raw.verify)?,
+        replication,
+        health,
+        verify,
         catchup: catchup(&raw.catchup)?,
         events: events(&raw.events)?,
         log: log(&raw.log)?,
@@ -162,7 +169,34 @@ pub(crate) fn replication(raw: &RawReplication) -> Result<ReplicationConfig, Con
             RawOnDivergence::Eject => OnDivergence::Eject,
             RawOnDivergence::Log => OnDivergence::Log,
         },
+        refusals: refusals("replication.refusals", &raw.refusals)?,
     })
+}
+
+/// A list of refusal statuses: each a 4xx or 5xx code, none twice.
+fn refusals(key: &str, values: &[u64]) -> Result<Vec<u16>, ConfigError> {
+    let mut out: Vec<u16> = Vec::with_capacity(values.len());
+    for (i, &value) in values.iter().enumerate() {
+        let invalid = |reason: &str| ConfigError::InvalidNumber {
+            key: format!("{key}[{i}]"),
+            value: value.to_string(),
+            reason: reason.to_owned(),
+        };
+        let status = u16::try_from(value)
+            .ok()
+            .filter(|s| (400..600).contains(s))
+            .ok_or_else(|| {
+                invalid(
+                    "is not a refusal status; a refusal is a 4xx or 5xx code that means the \
+                     request was not processed, like 429 or 503",
+                )
+            })?;
+        if out.contains(&status) {
+            return Err(invalid("is listed twice; list each status once"));
+        }
+        out.push(status);
+    }
+    Ok(out)
 }
 
 pub(crate) fn idempotency(raw: &RawIdempotency) -> Result<IdempotencyConfig, ConfigError> {
@@ -186,6 +220,15 @@ pub(crate) fn health(raw: &RawHealth) -> Result<HealthConfig, ConfigError> {
         timeout: parse_nonzero_duration("health.timeout", &raw.timeout)?,
         unhealthy_after: threshold("health.unhealthy_after", raw.unhealthy_after)?,
         healthy_after: threshold("health.healthy_after", raw.healthy_after)?,
+        identity_header: match &raw.identity_header {
+            Some(name) => Some(
+                header_name("health.identity_header", name)?
+                    .as_str()
+                    .to_owned(),
+            ),
+            None => None,
+        },
+        auto_rejoin: raw.auto_rejoin,
     })
 }
 
@@ -294,16 +337,27 @@ pub fn parse_backend_url(value: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-fn route(key: &str, raw: &RawRoute) -> Result<RouteRule, ConfigError> {
+fn route(key: &str, raw: &RawRoute, default_refusals: &[u16]) -> Result<RouteRule, ConfigError> {
     let (methods, pattern) = parse_match(&format!("{key}.match"), &raw.matches)?;
     let lane = match &raw.lane {
         Some(lane) => Some(parse_lane(&format!("{key}.lane"), lane, &pattern)?),
         None => None,
     };
-    let compare = match &raw.compare {
-        Some(compare) => Some(compare_rule(&format!("{key}.compare"), compare)?),
+    let own_refusals = match &raw.refusals {
+        Some(list) => Some(refusals(&format!("{key}.refusals"), list)?),
         None => None,
     };
+    let compare = match (&raw.compare, &own_refusals) {
+        (Some(compare), _) => Some(compare_rule(&format!("{key}.compare"), compare)?),
+        (None, Some(_)) => Some(CompareRule::default()),
+        (None, None) => None,
+    }
+    .map(|rule| CompareRule {
+        refusals: own_refusals
+            .clone()
+            .unwrap_or_else(|| default_refusals.to_vec()),
+        ..rule
+    });
     Ok(RouteRule {
         source: raw.matches.clone(),
         methods,
@@ -320,6 +374,7 @@ fn route(key: &str, raw: &RawRoute) -> Result<RouteRule, ConfigError> {
         }),
         compare,
         transaction_ack: raw.transaction_ack.map(transaction_ack),
+        refusals: own_refusals,
     })
 }
 
@@ -343,6 +398,7 @@ fn compare_rule(key: &str, raw: &RawCompare) -> Result<CompareRule, ConfigError>
         status_only: raw.status_only,
         ignore_headers: header_names(&format!("{key}.ignore_headers"), &raw.ignore_headers)?,
         ignore_json: json_pointers(&format!("{key}.ignore_json"), &raw.ignore_json)?,
+        refusals: Vec::new(),
     })
 }
 
@@ -367,6 +423,7 @@ fn view_probe(key: &str, raw: &RawProbe) -> Result<ViewProbe, ConfigError> {
         status_only: raw.status_only,
         ignore_headers: header_names(&format!("{key}.ignore_headers"), &raw.ignore_headers)?,
         ignore_json: json_pointers(&format!("{key}.ignore_json"), &raw.ignore_json)?,
+        refusals: Vec::new(),
     };
     Ok(ViewProbe {
         method,

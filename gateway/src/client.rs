@@ -188,6 +188,7 @@ pub fn status_table(status: &Value) -> (String, bool) {
     let last = status["last_seq"].as_u64().unwrap_or(0);
     let mut in_sync_backups = 0;
     let mut diverged = false;
+    let mut notes = String::new();
     for b in status["backends"].as_array().into_iter().flatten() {
         let acked = b["acked_seq"].as_u64().unwrap_or(0);
         let state = b["state"].as_str().unwrap_or("?");
@@ -206,6 +207,19 @@ pub fn status_table(status: &Value) -> (String, bool) {
             last.saturating_sub(acked),
             b["url"].as_str().unwrap_or("")
         ));
+        let name = b["name"].as_str().unwrap_or("?");
+        if let Some(retrying) = b["retrying"].as_str() {
+            notes.push_str(&format!("  {name}: retrying {retrying}\n"));
+        }
+        if state != "in-sync" {
+            if let Some(detail) = b["detail"].as_str().filter(|d| !d.is_empty()) {
+                notes.push_str(&format!("  {name} is {state}: {detail}\n"));
+            }
+        }
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        out.push_str(&notes);
     }
     let degraded = in_sync_backups == 0 || diverged;
     if degraded {

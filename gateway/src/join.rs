@@ -121,6 +121,30 @@ pub(crate) async fn rejoin(
     fresh_catch_up(shared, name, reset, progress).await
 }
 
+/// Rejoins `name` from where it stopped, in the background, as `lockstep backend rejoin NAME`
+/// would (its progress in `/status` `joins`); for `[health] auto_rejoin`.
+pub(crate) fn rejoin_in_background(shared: &std::sync::Weak<Shared>, name: String) {
+    let Some(shared) = shared.upgrade() else {
+        return;
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let (progress, watching) = watch::channel(JoinProgress::default());
+        shared.joins.lock().insert(name.clone(), watching);
+        match rejoin(&shared, &name, false, &progress).await {
+            Ok(report) => tracing::info!(
+                backend = %name,
+                replayed = report.replayed,
+                pause_ms = report.pause_ms,
+                "automatic rejoin finished: in-sync"
+            ),
+            Err(e) => tracing::warn!(backend = %name, error = %e, "automatic rejoin failed"),
+        }
+    });
+}
+
 /// Resets the backend (`reset` returns the first seq to replay), replays the journal into it
 /// and admits it. When that replay diverges after skipping aborted requests the primary may
 /// have applied ([`JoinError::doubtful`]: requests whose outcome could not be settled when they

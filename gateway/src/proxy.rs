@@ -249,6 +249,7 @@ impl GatewayProxy {
                                 seq: entry.seq,
                                 response,
                                 primary,
+                                refused: false,
                             };
                             return self.respond_committed(session, replay, true).await;
                         }
@@ -290,6 +291,14 @@ impl GatewayProxy {
     async fn submit(&self, session: &mut Session, submission: Submission) -> Result<()> {
         let started = std::time::Instant::now();
         match self.shared.replicator.submit(submission).await {
+            Ok(committed) if committed.refused => {
+                debug!(
+                    seq = committed.seq,
+                    status = committed.response.status,
+                    "refused by the primary"
+                );
+                self.respond_committed(session, committed, false).await
+            }
             Ok(committed) => {
                 metrics::histogram!("lockstep_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
@@ -524,7 +533,10 @@ impl GatewayProxy {
             }
         }
         header.insert_header("Content-Length", response.body.len().to_string())?;
-        header.insert_header("Lockstep-Sequence", committed.seq.to_string())?;
+        if !committed.refused {
+            // A refused request has no place in the history the client could wait for.
+            header.insert_header("Lockstep-Sequence", committed.seq.to_string())?;
+        }
         header.insert_header("Lockstep-Primary", committed.primary.as_str())?;
         if replayed {
             header.insert_header("Idempotent-Replayed", "true")?;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use lockstep_backends::{Clock, HealthChecker, Pool, Replicator, SystemClock};
 use lockstep_classifiers::Classifier;
-use lockstep_config::Config;
 use lockstep_config::FsyncMode;
+use lockstep_config::{CompareRule, Config};
 use lockstep_journal::{Durability, FileJournal, FileJournalOptions, Journal, JournalError};
 use pingora::prelude::background_service;
 use pingora::proxy::{HttpProxy, http_proxy_service_with_name};
@@ -137,28 +137,37 @@ impl Gateway {
         } else {
             None
         };
-        let classifier = Classifier::new(config.routes.clone());
+        let classifier = Classifier::new(config.routes.clone()).with_default_compare(CompareRule {
+            refusals: config.replication.refusals.clone(),
+            ..CompareRule::default()
+        });
         let read_timeouts = PeerTimeouts {
             connect: repl.connect_timeout,
             io: repl.primary_timeout,
             connector: connector.clone(),
         };
-        Ok(Gateway {
-            shared: Arc::new(Shared {
-                config,
-                classifier,
-                replicator,
-                read_timeouts,
-                in_flight: Arc::default(),
-                admin_token,
-                joins: Default::default(),
-                checkpoints,
-                closing: Default::default(),
-                logical_in_flight: Default::default(),
-                read_peers: Default::default(),
-            }),
-            connector,
-        })
+        replicator.set_probes(config.verify.probes.clone());
+        let auto_rejoin = config.health.auto_rejoin;
+        let shared = Arc::new(Shared {
+            config,
+            classifier,
+            replicator,
+            read_timeouts,
+            in_flight: Arc::default(),
+            admin_token,
+            joins: Default::default(),
+            checkpoints,
+            closing: Default::default(),
+            logical_in_flight: Default::default(),
+            read_peers: Default::default(),
+        });
+        if auto_rejoin {
+            let weak = Arc::downgrade(&shared);
+            shared.replicator.set_auto_rejoin(Arc::new(move |name| {
+                crate::join::rejoin_in_background(&weak, name)
+            }));
+        }
+        Ok(Gateway { shared, connector })
     }
 
     pub fn config(&self) -> &Config {

@@ -121,9 +121,12 @@ impl Entry {
 
     /// Whether `backend` may have received it without acknowledging it: its outcome there is
     /// unknown.
+    /// Each dispatch ends acknowledged, undelivered (never received, or refused: not processed)
+    /// or unknown; a backend sent it again after an undelivered attempt has an unknown outcome
+    /// until that attempt is accounted for too.
     pub fn outcome_unknown(&self, backend: &str) -> bool {
-        let named = |v: &[String]| v.iter().any(|n| n == backend);
-        named(&self.dispatched) && !named(&self.acks) && !named(&self.undelivered)
+        let count = |v: &[String]| v.iter().filter(|n| *n == backend).count();
+        count(&self.acks) == 0 && count(&self.dispatched) > count(&self.undelivered)
     }
 
     /// Whether some backend applied it (acknowledged it) or may have (its outcome there is
@@ -242,6 +245,16 @@ mod tests {
         assert!(e.maybe_applied(), "sent, no answer: unknown outcome");
         e.undelivered.push("a".into());
         assert!(!e.maybe_applied(), "the connection failed: never received");
+        e.dispatched.push("a".into());
+        assert!(
+            e.maybe_applied(),
+            "sent again after the failed attempt: unknown again"
+        );
+        e.undelivered.push("a".into());
+        assert!(
+            !e.maybe_applied(),
+            "refused the second time too: never processed"
+        );
         // A recovery can abort a request the primary answered: that copy applied it.
         e.dispatched.push("b".into());
         e.acks.push("b".into());

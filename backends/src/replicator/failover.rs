@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::probes::compare_views;
 
 /// Why a controlled switchover was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,7 +53,7 @@ impl Replicator {
                 break;
             }
             if current.name == lost {
-                let Some(successor) = self.choose_successor() else {
+                let Some(successor) = self.choose_proven_successor().await else {
                     self.topology_changed(
                         "failover-failed",
                         Some(&lost),
@@ -114,6 +115,84 @@ impl Replicator {
         best
     }
 
+    /// The successor, checked when view probes are configured and several in-sync backups could
+    /// take over: their views are compared, and a candidate whose view differs from the others'
+    /// is marked `diverged` rather than promoted. The largest group of equal views wins; on a
+    /// tie, the group holding the candidate in-sync by proof for the longest (the one that has
+    /// seen the most of the committed history directly) wins. Within the group, the highest
+    /// acknowledged seq (then config order) is promoted. A candidate that does not answer its
+    /// probes is not promoted.
+    pub(crate) async fn choose_proven_successor(&self) -> Option<Arc<Backend>> {
+        let probes = self.probes();
+        let mut candidates: Vec<Arc<Backend>> = self
+            .pool
+            .backups()
+            .into_iter()
+            .filter(|b| b.state() == BackendState::InSync)
+            .collect();
+        if probes.is_empty() || candidates.len() < 2 {
+            return self.choose_successor();
+        }
+        // Best first: highest acknowledged seq, then config order.
+        candidates.sort_by_key(|b| std::cmp::Reverse(b.acked_seq()));
+        let timeout = self.config.backup_timeout;
+        let transport = self.transport.as_ref();
+        // Groups of candidates with equal views; each group keyed by its first member.
+        let mut groups: Vec<Vec<Arc<Backend>>> = Vec::new();
+        for candidate in candidates {
+            let mut placed = false;
+            for group in groups.iter_mut() {
+                match compare_views(transport, &group[0], &candidate, &probes, timeout).await {
+                    Ok(d) if d.is_empty() => {
+                        group.push(candidate.clone());
+                        placed = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err((who, error)) => {
+                        warn!(candidate = %candidate.name, %who, %error, "a promotion candidate did not answer its probes");
+                        placed = true;
+                        if who == group[0].name {
+                            // The group's reference failed, not the candidate: start over with it.
+                            group.remove(0);
+                            group.insert(0, candidate.clone());
+                        }
+                        break;
+                    }
+                }
+            }
+            if !placed {
+                groups.push(vec![candidate]);
+            }
+        }
+        groups.retain(|g| !g.is_empty());
+        if groups.len() <= 1 {
+            return groups.into_iter().next().and_then(|g| g.into_iter().next());
+        }
+        let proven = |g: &Vec<Arc<Backend>>| g.iter().map(|b| b.proven_since()).min().unwrap_or(0);
+        groups.sort_by(|a, b| b.len().cmp(&a.len()).then(proven(a).cmp(&proven(b))));
+        let winner = groups.remove(0);
+        let chosen = winner[0].clone();
+        for loser in groups.into_iter().flatten() {
+            self.change_state(
+                &loser,
+                Some(BackendState::InSync),
+                BackendState::Diverged,
+                &format!(
+                    "at promotion its view differed from {}'s, which {}: rebuild it with lockstep backend rejoin {} --reset",
+                    chosen.name,
+                    if winner.len() > 1 {
+                        "more in-sync copies share"
+                    } else {
+                        "has been in-sync by proof for longer"
+                    },
+                    loser.name
+                ),
+            );
+        }
+        Some(chosen)
+    }
+
     /// Runs parked requests, in seq order, on `primary` and the in-sync backups; answers their
     /// clients. If `primary` fails, returns the requests not yet finished and why.
     async fn finish_parked(
@@ -144,6 +223,13 @@ impl Replicator {
                     }
                 },
             };
+            if crate::refusal::is_refusal(&p.compare.refusals, response.status) {
+                let outcome = self
+                    .refuse(primary, &self.pool.backups(), &p.processed, p.seq, response)
+                    .await;
+                let _ = p.reply.send(outcome);
+                continue;
+            }
             if let Err(e) = self.record_primary_answer(primary, p.seq, &response).await {
                 warn!(seq = p.seq, error = %e, "journal could not record the primary's answer");
             }
@@ -185,6 +271,7 @@ impl Replicator {
                     seq: p.seq,
                     response,
                     primary: primary.name.clone(),
+                    refused: false,
                 }),
                 Err(e) => Err(ReplicationError::Journal(e)),
             };

@@ -436,6 +436,22 @@ impl Replicator {
                 });
             }
         };
+        if crate::refusal::is_refusal(&sub.compare.refusals, response.status) {
+            // Not applied: not part of the transaction, which goes on.
+            if let Some(t) = self.transactions.lock().get_mut(key) {
+                t.seqs.retain(|s| *s != seq);
+            }
+            drop(release);
+            return Ok(self
+                .refuse(
+                    &primary,
+                    &self.pool.backups(),
+                    &Processed::default(),
+                    seq,
+                    response,
+                )
+                .await?);
+        }
         if let Err(e) = self.record_primary_answer(&primary, seq, &response).await {
             drop(release);
             let _ = self.abort_open(key, &e.to_string()).await;
@@ -456,6 +472,7 @@ impl Replicator {
             seq,
             response,
             primary: primary.name.clone(),
+            refused: false,
         })
     }
 

@@ -792,3 +792,50 @@ fn every_error_names_its_key_in_its_message() {
         assert!(err.to_string().contains(&key), "{err}");
     }
 }
+
+// --- refusals and re-admission ------------------------------------------------------------------
+
+#[test]
+fn refusals_default_to_408_429_503_and_reach_routes() {
+    let config = load(
+        "[[routes]]\nmatch = \"POST /a\"\ncompare = { status_only = true }\n\
+         [[routes]]\nmatch = \"POST /b\"\nrefusals = [503]\n\
+         [[routes]]\nmatch = \"POST /c\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.replication.refusals, vec![408, 429, 503]);
+    let compare = |i: usize| config.routes[i].compare.clone();
+    assert_eq!(compare(0).unwrap().refusals, vec![408, 429, 503]);
+    assert_eq!(compare(1).unwrap().refusals, vec![503]);
+    assert_eq!(compare(2), None, "the classifier's default rule applies");
+    let none = load("[replication]\nrefusals = []\n").unwrap();
+    assert!(none.replication.refusals.is_empty());
+}
+
+#[test]
+fn rejects_a_refusal_that_is_not_a_4xx_or_5xx() {
+    let e = err("[replication]\nrefusals = [503, 200]\n");
+    assert!(
+        matches!(e, ConfigError::InvalidNumber { ref key, ref value, .. } if key == "replication.refusals[1]" && value == "200"),
+        "{e}"
+    );
+    let e = err("[[routes]]\nmatch = \"POST /a\"\nrefusals = [429, 429]\n");
+    assert!(
+        matches!(e, ConfigError::InvalidNumber { ref key, .. } if key == "routes[0].refusals[1]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rejects_auto_rejoin_without_probes() {
+    let e = err("[health]\nauto_rejoin = true\n");
+    assert!(matches!(e, ConfigError::AutoRejoinWithoutProbes), "{e}");
+    assert_eq!(e.key(), Some("health.auto_rejoin"));
+    let ok = load(
+        "[health]\nauto_rejoin = true\nidentity_header = \"X-Boot-Id\"\n\
+         [[verify.probes]]\nrequest = \"GET /accounts\"\n",
+    )
+    .unwrap();
+    assert!(ok.health.auto_rejoin);
+    assert_eq!(ok.health.identity_header.as_deref(), Some("x-boot-id"));
+}
