@@ -32,6 +32,10 @@ struct Cli {
     /// Sleep this long before every POST or DELETE, e.g. `200ms`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     delay: Duration,
+    /// Refuse about this percentage of writes with 503 or 429 and `Retry-After: 0`, without
+    /// processing them, as a service shedding load does (0 to 100).
+    #[arg(long, value_name = "PERCENT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    shed: u8,
 }
 
 #[tokio::main]
@@ -56,6 +60,7 @@ async fn main() -> ExitCode {
     let faults = Faults {
         diverge_after: cli.diverge_after,
         delay: cli.delay,
+        shed_percent: cli.shed,
     };
     match run(&cli.listen, lockstep_demo::app_with(store, faults)).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,18 @@ struct Bank {
     faults: Faults,
     requests: AtomicU64,
     writes: AtomicU64,
+    /// Names this process: a restarted instance answers another (`X-Boot-Id` on the health
+    /// check's answer, for the gateway's `[health] identity_header`).
+    boot_id: axum::http::HeaderValue,
+}
+
+/// A value that differs between two starts of the service.
+fn new_boot_id() -> axum::http::HeaderValue {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let id = format!("{:x}-{:x}", std::process::id(), nanos);
+    axum::http::HeaderValue::from_str(&id).expect("hex digits and a dash")
 }
 
 type Shared = State<Arc<Bank>>;
@@ -75,6 +87,7 @@ pub fn app_with(store: Arc<dyn Store>, faults: Faults) -> Router {
         faults,
         requests: AtomicU64::new(0),
         writes: AtomicU64::new(0),
+        boot_id: new_boot_id(),
     });
     Router::new()
         .route("/health", get(health))
@@ -99,12 +112,33 @@ pub fn app_with(store: Arc<dyn Store>, faults: Faults) -> Router {
 
 /// Counts every request and, for state-changing methods, applies the configured delay.
 async fn bookkeeping(State(bank): Shared, req: Request, next: Next) -> Response {
-    bank.requests.fetch_add(1, Ordering::SeqCst);
+    let n = bank.requests.fetch_add(1, Ordering::SeqCst);
+    let writes = matches!(*req.method(), Method::POST | Method::DELETE);
     let delay = bank.faults.delay;
-    if !delay.is_zero() && matches!(*req.method(), Method::POST | Method::DELETE) {
+    if !delay.is_zero() && writes {
         tokio::time::sleep(delay).await;
     }
-    next.run(req).await
+    if writes && !req.uri().path().starts_with("/admin/") {
+        if let Some(status) = bank.faults.shed(n) {
+            let status = StatusCode::from_u16(status).expect("503 and 429 are statuses");
+            let mut answer = json(
+                status,
+                &serde_json::json!({ "error": "overloaded, try again" }),
+            );
+            answer
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("0"));
+            return answer;
+        }
+    }
+    let health = req.uri().path() == "/health";
+    let mut answer = next.run(req).await;
+    if health {
+        answer
+            .headers_mut()
+            .insert("x-boot-id", bank.boot_id.clone());
+    }
+    answer
 }
 
 type Answer = Result<Response, ApiError>;

@@ -29,7 +29,7 @@ pub struct Done {
 }
 
 /// Sends `body` to `path` with `key` until a 2xx comes back, retrying the same key on a
-/// connection error or a 409/502/503/504 (anything else fails the test).
+/// connection error or a 409/429/502/503/504 (anything else fails the test).
 pub async fn until_done(
     c: &reqwest::Client,
     base: &str,
@@ -64,7 +64,7 @@ pub async fn until_done(
                 };
             }
             assert!(
-                matches!(r.status().as_u16(), 409 | 502 | 503 | 504),
+                matches!(r.status().as_u16(), 409 | 429 | 502 | 503 | 504),
                 "{key}: unexpected {} {}",
                 r.status(),
                 r.text().await.unwrap_or_default()
