@@ -9,7 +9,7 @@ mod workload;
 
 use procs::{DemoProc, GatewayProc};
 use reqwest::Method;
-use workload::{admin_call, client, until_done};
+use workload::{admin_call, client, sample, until_done};
 
 fn config(demos: &[&DemoProc]) -> String {
     let mut s = String::from(
@@ -25,20 +25,6 @@ fn config(demos: &[&DemoProc]) -> String {
         ));
     }
     s
-}
-
-/// The value of the sample `name{labels}` (labels as written, in order), if present.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
 }
 
 async fn scrape(g: &GatewayProc) -> String {

@@ -23,19 +23,10 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// The gateway's configuration for `demos` (the first is the primary), after `extra`.
 fn config(demos: &[&DemoProc], extra: &str) -> String {
-    let mut s = format!(
-        "[health]\ninterval = \"100ms\"\ntimeout = \"200ms\"\n{extra}\n\n[replication]\nbackup_timeout = \"2s\"\n"
-    );
-    for (i, d) in demos.iter().enumerate() {
-        let role = if i == 0 { "primary" } else { "backup" };
-        s.push_str(&format!(
-            "\n[[backends]]\nname = \"{}\"\nurl = \"{}\"\nrole = \"{role}\"\nimplementation = \"{}\"\n",
-            d.name,
-            d.url(),
-            d.implementation
-        ));
-    }
-    s
+    format!(
+        "[health]\ninterval = \"100ms\"\ntimeout = \"200ms\"\n{extra}\n\n[replication]\nbackup_timeout = \"2s\"\n{}",
+        procs::backends_toml(demos)
+    )
 }
 
 const PROBES: &str = "\n[[verify.probes]]\nrequest = \"GET /accounts\"\n";

@@ -11,25 +11,11 @@ mod workload;
 
 use procs::{DemoProc, GatewayProc};
 use serde_json::Value;
-use workload::{Writers, accounts_at, admin_call, assert_balances, client};
+use workload::{Writers, accounts_at, admin_call, assert_balances, client, sample};
 
 /// Writers and deposits in all (at least 1,000).
 const WRITERS: usize = 4;
 const DEPOSITS: usize = 1_200;
-
-/// The value of the sample `series` (name and labels as written), if present.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shed_writes_are_retried_by_clients_and_backups_and_eject_nobody() {
@@ -40,15 +26,7 @@ async fn shed_writes_are_retried_by_clients_and_backups_and_eject_nobody() {
     let mut body = String::from(
         "[replication]\nbackup_timeout = \"5s\"\n\n[[routes]]\nmatch = \"POST /accounts/{id}/**\"\nlane = \"{id}\"\n\n[[verify.probes]]\nrequest = \"GET /accounts\"\n",
     );
-    for (i, d) in [&a, &b, &c].iter().enumerate() {
-        let role = if i == 0 { "primary" } else { "backup" };
-        body.push_str(&format!(
-            "\n[[backends]]\nname = \"{}\"\nurl = \"{}\"\nrole = \"{role}\"\nimplementation = \"{}\"\n",
-            d.name,
-            d.url(),
-            d.implementation
-        ));
-    }
+    body.push_str(&procs::backends_toml(&[&a, &b, &c]));
     let g = GatewayProc::start(dir.path(), "batch", &body);
 
     let writers = Writers::start(&g.url(), WRITERS, "shed").await;

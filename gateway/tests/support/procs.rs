@@ -131,6 +131,21 @@ impl Drop for DemoProc {
     }
 }
 
+/// `[[backends]]` entries for `demos`, the first one the primary, each with its implementation.
+pub fn backends_toml(demos: &[&DemoProc]) -> String {
+    let mut s = String::new();
+    for (i, d) in demos.iter().enumerate() {
+        let role = if i == 0 { "primary" } else { "backup" };
+        s.push_str(&format!(
+            "\n[[backends]]\nname = \"{}\"\nurl = \"{}\"\nrole = \"{role}\"\nimplementation = \"{}\"\n",
+            d.name,
+            d.url(),
+            d.implementation
+        ));
+    }
+    s
+}
+
 /// The gateway binary with a config file.
 pub struct GatewayProc {
     pub gateway: SocketAddr,

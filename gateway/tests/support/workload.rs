@@ -195,3 +195,18 @@ pub async fn admin_call(
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
+
+/// The value of the sample `series` (name and labels as written, in order) in a Prometheus text
+/// scrape, if present.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
