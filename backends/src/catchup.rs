@@ -182,12 +182,12 @@ impl Replicator {
         }
         let started = Instant::now();
         let from = from.max(1);
-        self.change_state(
-            &backend,
-            None,
-            BackendState::Joining,
-            &format!("catching up from request {from}"),
-        );
+        let detail = format!("catching up from request {from}");
+        if !self.change_state(&backend, None, BackendState::Joining, &detail) {
+            // A backend just added is `joining` already: its catch-up is announced all the same.
+            backend.set_detail(&detail);
+            self.topology_changed("backend-joining", Some(&backend.name), &detail);
+        }
         backend.reset_acked(Watermark::starting_at(from - 1));
         let mut run = Run {
             replicator: self.clone(),

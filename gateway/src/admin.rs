@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::events::{EventFrames, stream_header};
 use crate::join::{AddError, AddRequest};
-use crate::shared::Shared;
+use crate::shared::{ActiveRequest, Shared};
 
 /// The dashboard: one self-contained page.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -99,6 +99,7 @@ impl HttpServerApp for Admin {
             Ok(true) => {}
             _ => return None,
         }
+        let active = ActiveRequest::new(&self.shared);
         let header = session.req_header();
         let method = header.method.as_str().to_owned();
         let path = header.uri.path().to_owned();
@@ -117,6 +118,8 @@ impl HttpServerApp for Admin {
             write_reply(&mut session, reply).await;
             return None;
         } else if path == "/events" && method == "GET" {
+            // A stream lasts until the client leaves: it does not hold a stop back.
+            drop(active);
             self.stream_events(&mut session, shutdown.clone()).await;
             return None;
         } else if path == "/events" && method == "HEAD" {
@@ -137,6 +140,7 @@ impl HttpServerApp for Admin {
             write_reply(&mut session, reply).await;
         }
         let settings = HttpPersistentSettings::for_session(&session);
+        drop(active);
         match session.finish().await {
             Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
             _ => None,
@@ -245,7 +249,7 @@ impl Admin {
             // Nothing was added: no progress to keep.
             self.shared.joins.lock().remove(&name);
         }
-        join_reply(result)
+        join_reply(result, "cannot_join")
     }
 
     async fn remove(&self, name: &str) -> Reply {
@@ -373,7 +377,7 @@ impl Admin {
                 body["first_seq"] = self.shared.replicator.journal().first_seq().into();
                 Reply::json(200, &body)
             }
-            Err(e) => add_error_reply(&e),
+            Err(e) => add_error_reply(&e, "cannot_join"),
         }
     }
 
@@ -420,7 +424,7 @@ impl Admin {
                 joins.remove(name);
             }
         }
-        join_reply(result)
+        join_reply(result, "cannot_rejoin")
     }
 
     /// Server-Sent Events until the client leaves or the gateway stops.
@@ -457,14 +461,16 @@ impl Admin {
     }
 }
 
-fn join_reply(result: Result<lockstep_backends::JoinReport, AddError>) -> Reply {
+/// `refused`: the error code of a join that could not run or failed (`cannot_join` for an add,
+/// `cannot_rejoin` for a rejoin).
+fn join_reply(result: Result<lockstep_backends::JoinReport, AddError>, refused: &str) -> Reply {
     match result {
         Ok(report) => Reply::json(200, &report),
-        Err(e) => add_error_reply(&e),
+        Err(e) => add_error_reply(&e, refused),
     }
 }
 
-fn add_error_reply(e: &AddError) -> Reply {
+fn add_error_reply(e: &AddError, refused: &str) -> Reply {
     match e {
         AddError::Join(JoinError::UnknownBackend(_)) => {
             Reply::error(404, "unknown_backend", e.to_string())
@@ -472,7 +478,7 @@ fn add_error_reply(e: &AddError) -> Reply {
         AddError::Join(JoinError::Diverged { .. } | JoinError::ViewsDiffer { .. }) => {
             Reply::error(409, "diverged", e.to_string())
         }
-        AddError::Join(_) => Reply::error(409, "cannot_join", e.to_string()),
+        AddError::Join(_) => Reply::error(409, refused, e.to_string()),
         AddError::Membership(m) => membership_reply(m),
         AddError::Checkpoint(CheckpointError::NotConfigured) => {
             Reply::error(409, "not_configured", e.to_string())

@@ -26,6 +26,14 @@ impl AdminClient {
             ),
             None => None,
         };
+        let parsed = url::Url::parse(base).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+        });
+        if parsed.is_none() {
+            bail!(
+                "the admin URL {base:?} (--admin or LOCKSTEP_ADMIN) is not an http:// or https:// URL; write it like http://127.0.0.1:8081"
+            );
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()?;
@@ -156,7 +164,9 @@ impl AdminClient {
             bail!("the admin listener answered {}", response.status());
         }
         let mut pending = String::new();
-        while let Some(chunk) = response.chunk().await? {
+        // The gateway ends the stream when it stops, which may cut the last chunk short: that is
+        // the stream's normal end, not a failure.
+        while let Ok(Some(chunk)) = response.chunk().await {
             pending.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = pending.find("\n\n") {
                 let frame: String = pending.drain(..end + 2).collect();
@@ -329,16 +339,54 @@ pub async fn with_progress(
 pub fn join_summary(name: &str, report: &Value) -> String {
     let replayed = report["replayed"].as_u64().unwrap_or(0);
     let elapsed_ms = report["elapsed_ms"].as_u64().unwrap_or(0);
-    let rate = if elapsed_ms > 0 {
-        replayed as f64 * 1000.0 / elapsed_ms as f64
+    let pause = format!("admission paused {} ms", report["pause_ms"]);
+    if replayed == 0 {
+        return format!("{name} is in-sync: nothing to replay (it had every request); {pause}");
+    }
+    let requests = if replayed == 1 { "request" } else { "requests" };
+    let seqs = if report["from"] == report["to"] {
+        format!("seq {}", report["from"])
     } else {
-        0.0
+        format!("seq {} to {}", report["from"], report["to"])
     };
-    format!(
-        "{name} is in-sync: replayed {replayed} requests (seq {} to {}) in {:.1} s ({rate:.0}/s); admission paused {} ms",
-        report["from"],
-        report["to"],
-        elapsed_ms as f64 / 1000.0,
-        report["pause_ms"]
-    )
+    let took = if elapsed_ms < 1000 {
+        format!("{elapsed_ms} ms")
+    } else {
+        let rate = replayed as f64 * 1000.0 / elapsed_ms as f64;
+        format!("{:.1} s ({rate:.0}/s)", elapsed_ms as f64 / 1000.0)
+    };
+    format!("{name} is in-sync: replayed {replayed} {requests} ({seqs}) in {took}; {pause}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_summary;
+
+    fn report(from: u64, to: u64, replayed: u64, elapsed_ms: u64) -> serde_json::Value {
+        serde_json::json!({
+            "backend": "b", "from": from, "to": to, "replayed": replayed,
+            "assumed_applied": [], "pause_ms": 3, "elapsed_ms": elapsed_ms,
+        })
+    }
+
+    #[test]
+    fn a_join_with_nothing_to_replay_says_so() {
+        // The journal's tail is 51 and b had it all: the report says from 52 to 51.
+        assert_eq!(
+            join_summary("b", &report(52, 51, 0, 4)),
+            "b is in-sync: nothing to replay (it had every request); admission paused 3 ms"
+        );
+    }
+
+    #[test]
+    fn short_and_long_joins_read_naturally() {
+        assert_eq!(
+            join_summary("b", &report(3, 3, 1, 8)),
+            "b is in-sync: replayed 1 request (seq 3) in 8 ms; admission paused 3 ms"
+        );
+        assert_eq!(
+            join_summary("b", &report(1, 90112, 90112, 17_600)),
+            "b is in-sync: replayed 90112 requests (seq 1 to 90112) in 17.6 s (5120/s); admission paused 3 ms"
+        );
+    }
 }

@@ -5,11 +5,13 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use lockstep_config::Config;
+use parking_lot::Mutex;
 
 use crate::Gateway;
 
@@ -24,17 +26,25 @@ pub struct DemoOptions {
     pub demo_binary: Option<PathBuf>,
 }
 
+/// One demo instance the demo started.
+struct Instance {
+    name: &'static str,
+    child: Child,
+    /// Set once its exit was noticed and reported.
+    exited: bool,
+}
+
 /// Kills the demo backends however the demo ends.
 struct Backends {
-    children: Vec<Child>,
+    instances: Arc<Mutex<Vec<Instance>>>,
     data: PathBuf,
 }
 
 impl Drop for Backends {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+        for instance in self.instances.lock().iter_mut() {
+            let _ = instance.child.kill();
+            let _ = instance.child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.data);
     }
@@ -47,14 +57,24 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     };
     let data = std::env::temp_dir().join(format!("lockstep-demo-{}", std::process::id()));
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
-    let mut backends = Backends {
-        children: Vec::new(),
+    let backends = Backends {
+        instances: Arc::default(),
         data: data.clone(),
     };
     let mut addrs = Vec::new();
+    let mut restart = Vec::new();
     for (name, implementation) in INSTANCES {
         let (child, addr) = start_instance(&binary, name, implementation, &data)?;
-        backends.children.push(child);
+        restart.push(format!(
+            "{} --listen {addr} --implementation {implementation} --data {}",
+            binary.display(),
+            data.join(name).display()
+        ));
+        backends.instances.lock().push(Instance {
+            name,
+            child,
+            exited: false,
+        });
         addrs.push(addr);
     }
     let config = Config::from_toml_str(&demo_config(&options, &addrs, &data))
@@ -62,9 +82,18 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     let gw = options.listen;
     println!("lockstep demo: a gateway in front of three copies of a small bank service\n");
-    for ((name, implementation), addr) in INSTANCES.iter().zip(&addrs) {
+    let pids: Vec<u32> = backends
+        .instances
+        .lock()
+        .iter()
+        .map(|i| i.child.id())
+        .collect();
+    for (((name, implementation), addr), pid) in INSTANCES.iter().zip(&addrs).zip(&pids) {
         let role = if *name == "a" { "primary" } else { "backup " };
-        println!("  backend {name} ({role}, {implementation:<6})  http://{addr}");
+        println!(
+            "  backend {name} ({role}, {implementation:<6})  http://{addr}  pid {pid}  data {}",
+            data.join(name).display()
+        );
     }
     println!("  gateway                          http://{gw}");
     println!(
@@ -83,11 +112,38 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!("  curl -s http://{}/status", options.admin);
     println!("\nCtrl-C stops everything.\n");
 
-    let result = Gateway::new(config)
-        .map_err(anyhow::Error::from)
-        .and_then(Gateway::run);
-    drop(backends);
-    result
+    watch_instances(backends.instances.clone(), restart);
+    let gateway = match Gateway::new(config) {
+        Ok(g) => g,
+        Err(e) => {
+            drop(backends);
+            return Err(e.into());
+        }
+    };
+    gateway.run_then(move || drop(backends))
+}
+
+/// Says so, once, when one of the demo's instances exits while the demo runs, with the command
+/// that starts it again on its port and its data.
+fn watch_instances(instances: Arc<Mutex<Vec<Instance>>>, restart: Vec<String>) {
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            for (instance, restart) in instances.lock().iter_mut().zip(&restart) {
+                if instance.exited {
+                    continue;
+                }
+                if let Ok(Some(status)) = instance.child.try_wait() {
+                    instance.exited = true;
+                    println!(
+                        "lockstep demo: backend {} (pid {}) exited ({status}); the gateway carries on with the others. Start it again with:\n  {restart} &",
+                        instance.name,
+                        instance.child.id()
+                    );
+                }
+            }
+        }
+    });
 }
 
 fn demo_config(options: &DemoOptions, addrs: &[SocketAddr], data: &Path) -> String {
@@ -107,6 +163,11 @@ dir = "{journal}"
 
 [[verify.probes]]
 request = "GET /accounts"
+
+# The demo service exports and imports its whole state: checkpoints.
+[checkpoint]
+export = {{ request = "GET /admin/export" }}
+import = {{ request = "POST /admin/import" }}
 "#,
         listen = options.listen,
         admin = options.admin,

@@ -39,7 +39,11 @@ impl EventFrames {
         let events = replicator.events().subscribe();
         EventFrames {
             events,
-            heartbeat: tokio::time::interval(Duration::from_secs(15)),
+            // The first comment 15 s after the status, not with it.
+            heartbeat: tokio::time::interval_at(
+                tokio::time::Instant::now() + Duration::from_secs(15),
+                Duration::from_secs(15),
+            ),
             first: Some(status_frame(&replicator.status())),
         }
     }

@@ -286,11 +286,17 @@ fn main() -> ExitCode {
         Command::Checkpoint { list, admin } => admin_call(&admin, |client| async move {
             if list {
                 let all = client.checkpoints().await?;
-                for c in all.as_array().into_iter().flatten() {
+                let all = all.as_array().cloned().unwrap_or_default();
+                if all.is_empty() {
+                    println!(
+                        "no checkpoints yet: take one with `lockstep checkpoint` (needs the [checkpoint] export and import hooks), or set [checkpoint] every"
+                    );
+                }
+                for c in &all {
                     println!(
                         "seq {:>10}  {:>10} bytes  from {} ({})",
-                        c["seq"],
-                        c["bytes"],
+                        c["seq"].as_u64().unwrap_or(0),
+                        c["bytes"].as_u64().unwrap_or(0),
                         c["source"].as_str().unwrap_or("?"),
                         c["implementation"].as_str().unwrap_or("?")
                     );

@@ -20,7 +20,7 @@ use crate::events::{EventFrames, stream_header};
 use crate::headers::{connection_nominated, forwarded_request_headers, is_hop_by_hop};
 use crate::idempotency::{fingerprint, parse_key, scoped_key};
 use crate::respond::{ErrorResponse, GatewayError};
-use crate::shared::Shared;
+use crate::shared::{ActiveRequest, Shared};
 use crate::transport::{backend_peer, path_prefix};
 
 /// Per-request state.
@@ -34,6 +34,8 @@ pub(crate) struct RequestCtx {
     started: std::time::Instant,
     /// `X-Request-Id`: the client's, or one made up here; logged, forwarded and answered.
     request_id: String,
+    /// Counts this request as in flight until it ends (dropped early for an event stream).
+    active: Option<ActiveRequest>,
 }
 
 /// The request header that correlates a request across the client, the gateway's logs and the
@@ -664,6 +666,7 @@ impl ProxyHttp for GatewayProxy {
             body_bytes: 0,
             started: std::time::Instant::now(),
             request_id: String::new(),
+            active: Some(ActiveRequest::new(&self.shared)),
         }
     }
 
@@ -704,6 +707,8 @@ impl ProxyHttp for GatewayProxy {
         {
             let path = header.uri.path().to_owned();
             if path == format!("{prefix}/events") && header.method == http::Method::GET {
+                // A stream lasts until the client leaves: it does not hold a stop back.
+                ctx.active = None;
                 self.stream_events(session).await;
                 return Ok(true);
             }

@@ -158,6 +158,7 @@ impl Gateway {
             joins: Default::default(),
             checkpoints,
             closing: Default::default(),
+            active_requests: Default::default(),
             logical_in_flight: Default::default(),
             read_peers: Default::default(),
         });
@@ -212,6 +213,20 @@ impl Gateway {
     /// Runs the gateway in a pingora `Server` until SIGINT/SIGTERM (or SIGQUIT, which hands the
     /// listening sockets to a gateway started with `--upgrade`); returns after shutdown.
     pub fn run(self) -> anyhow::Result<()> {
+        self.serve(ExitHook::default())
+    }
+
+    /// [`Gateway::run`], then `cleanup`, also when the gateway ends the process early (a
+    /// graceful stop with nothing in flight).
+    pub fn run_then(self, cleanup: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
+        let hook = ExitHook::default();
+        *hook.0.lock() = Some(Box::new(cleanup));
+        let result = self.serve(hook.clone());
+        hook.run();
+        result
+    }
+
+    fn serve(self, on_exit: ExitHook) -> anyhow::Result<()> {
         let config = &self.shared.config;
         for (key, addr) in [
             ("gateway.listen", config.gateway.listen),
@@ -223,7 +238,7 @@ impl Gateway {
         }
         let mut server = Server::new_with_opt_and_conf(None, server_conf(config));
         server.bootstrap();
-        self.run_on(server)
+        self.run_on(server, on_exit)
     }
 
     /// Takes over from a running gateway with the same configuration, without refusing a
@@ -258,10 +273,10 @@ impl Gateway {
             }
         };
         info!("journal opened; taking over");
-        gateway.run_on(server)
+        gateway.run_on(server, ExitHook::default())
     }
 
-    fn run_on(self, mut server: Server) -> anyhow::Result<()> {
+    fn run_on(self, mut server: Server, on_exit: ExitHook) -> anyhow::Result<()> {
         let config = &self.shared.config;
         let mut proxy = self.proxy_service(&server.configuration);
         proxy.add_tcp(&config.gateway.listen.to_string());
@@ -274,9 +289,15 @@ impl Gateway {
         if let Some(webhook) = self.webhook_task() {
             server.add_service(background_service("webhook", webhook));
         }
-        info!(gateway = %config.gateway.listen, admin = %config.admin.listen, backends = config.backends.len(), "lockstep listening");
+        server.add_service(background_service(
+            "exit",
+            ExitWhenIdle(self.clone(), on_exit.clone()),
+        ));
+        // The topology saved in the journal wins over the file: count what is really served.
+        let backends = self.shared.replicator.pool().all().len();
+        info!(gateway = %config.gateway.listen, admin = %config.admin.listen, backends, "lockstep listening");
         server.run(RunArgs {
-            shutdown_signal: Box::new(Signals(self.shared.clone())),
+            shutdown_signal: Box::new(Signals(self.shared.clone(), on_exit.clone())),
         });
         Ok(())
     }
@@ -411,7 +432,7 @@ pub enum StartError {
     EmptyTokenFile(String),
     #[error("admin.token_env = {0}: the environment variable is not set or empty")]
     TokenEnv(String),
-    #[error("cannot open the journal in journal.dir = {dir}: {source}")]
+    #[error("cannot open the journal in journal.dir = {dir}")]
     Journal {
         dir: String,
         source: lockstep_journal::JournalError,
@@ -518,7 +539,7 @@ async fn auto_checkpoints(gateway: Gateway, mut shutdown: ShutdownWatch) {
 /// pingora's signals (SIGQUIT: hand over to an upgraded gateway; SIGTERM: graceful stop;
 /// SIGINT: fast stop), and on the graceful ones the gateway starts closing client connections
 /// after their current response, so that none is still open, idle, when the process goes away.
-struct Signals(Arc<Shared>);
+struct Signals(Arc<Shared>, ExitHook);
 
 #[async_trait::async_trait]
 impl pingora::server::ShutdownSignalWatch for Signals {
@@ -534,6 +555,18 @@ impl pingora::server::ShutdownSignalWatch for Signals {
             _ = int.recv() => ShutdownSignal::FastShutdown,
         };
         info!(signal = ?received, "stopping");
+        if matches!(received, ShutdownSignal::FastShutdown) {
+            // Ctrl-C: no grace. pingora's own fast stop can leave its accept loops spinning on a
+            // runtime that is shutting down, so the process ends here, with the journal synced
+            // (requests in flight are settled by the next start's recovery, as after a crash).
+            let journal = self.0.replicator.journal().clone();
+            let synced = tokio::time::timeout(std::time::Duration::from_secs(1), journal.sync());
+            if !matches!(synced.await, Ok(Ok(()))) {
+                tracing::warn!("the journal could not be synced before exiting");
+            }
+            self.1.run();
+            std::process::exit(0);
+        }
         self.0
             .closing
             .store(true, std::sync::atomic::Ordering::Release);
@@ -595,47 +628,13 @@ impl Gateway {
     }
 
     /// With view probes configured, a backup that starts out in-sync must show the primary's
-    /// view; one that does not is marked diverged before it can receive a request.
+    /// view (one that does not is marked diverged before it can receive a request), unless the
+    /// backups outvote the primary (see [`lockstep_backends::Replicator::verify_at_start`]).
     async fn verify_backups_at_start(&self) {
-        let probes = &self.shared.config.verify.probes;
-        let r = &self.shared.replicator;
-        if probes.is_empty() {
-            return;
-        }
-        let primary = r.pool().primary();
-        let timeout = self.shared.config.replication.backup_timeout;
-        for backup in r.pool().backups() {
-            if backup.state() != lockstep_backends::BackendState::InSync {
-                continue;
-            }
-            match lockstep_backends::compare_views(
-                r.transport().as_ref(),
-                &primary,
-                &backup,
-                probes,
-                timeout,
-            )
-            .await
-            {
-                Ok(differences) if !differences.is_empty() => {
-                    let detail: Vec<String> = differences
-                        .iter()
-                        .map(|d| format!("{}: {}", d.probe, d.difference))
-                        .collect();
-                    r.change_state(
-                        &backup,
-                        Some(lockstep_backends::BackendState::InSync),
-                        lockstep_backends::BackendState::Diverged,
-                        &format!(
-                            "its view differs from the primary's at start: {}",
-                            detail.join("; ")
-                        ),
-                    );
-                }
-                // Equal, or unreachable (the health checks take it from there).
-                _ => {}
-            }
-        }
+        self.shared
+            .replicator
+            .verify_at_start(&self.shared.config.verify.probes)
+            .await;
     }
 }
 
@@ -701,6 +700,57 @@ fn adopt(fds: &ListenFds, listener: TcpListener) -> std::io::Result<SocketAddr> 
     let addr = listener.local_addr()?;
     fds.lock().add(addr.to_string(), listener.into_raw_fd());
     Ok(addr)
+}
+
+/// Once a graceful stop has begun (the listeners no longer accept), ends the process as soon as
+/// no request is in flight, with the journal synced: pingora itself would wait out the whole
+/// grace period, holding the journal's lock, even when idle.
+struct ExitWhenIdle(Gateway, ExitHook);
+
+/// What to do before the process ends (the demo stops its backends).
+#[derive(Clone, Default)]
+struct ExitHook(Arc<parking_lot::Mutex<Option<Cleanup>>>);
+
+type Cleanup = Box<dyn FnOnce() + Send>;
+
+impl ExitHook {
+    fn run(&self) {
+        if let Some(hook) = self.0.lock().take() {
+            hook();
+        }
+    }
+}
+
+/// How long the gateway must stay idle before it exits: covers a connection accepted just
+/// before the listeners closed whose request is still arriving.
+const IDLE_BEFORE_EXIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+#[async_trait::async_trait]
+impl BackgroundService for ExitWhenIdle {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if shutdown.wait_for(|stopping| *stopping).await.is_err() {
+            return;
+        }
+        let active = &self.0.shared.active_requests;
+        let mut idle_since: Option<std::time::Instant> = None;
+        loop {
+            if active.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= IDLE_BEFORE_EXIT {
+                    break;
+                }
+            } else {
+                idle_since = None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if let Err(e) = self.0.shared.replicator.journal().sync().await {
+            tracing::warn!(error = %e, "the journal could not be synced before exiting");
+        }
+        info!("no request in flight; stopped");
+        self.1.run();
+        std::process::exit(0);
+    }
 }
 
 /// Recovers the journal, then runs the health checks, on one background runtime.

@@ -23,6 +23,9 @@ pub(crate) struct Shared {
     pub(crate) in_flight: Arc<InFlight>,
     /// Logical requests being handled now (bounded by `gateway.max_in_flight`).
     pub(crate) logical_in_flight: std::sync::atomic::AtomicUsize,
+    /// Requests being handled now on either listener (event streams excepted): a stopping
+    /// gateway exits as soon as this is zero instead of waiting for its whole grace period.
+    pub(crate) active_requests: Arc<std::sync::atomic::AtomicUsize>,
     /// The admin bearer token, when one is configured.
     pub(crate) admin_token: Option<String>,
     /// The process is stopping or handing over: answers close their connection.
@@ -36,4 +39,23 @@ pub(crate) struct Shared {
             tokio::sync::watch::Receiver<lockstep_backends::JoinProgress>,
         >,
     >,
+}
+
+/// One request being handled, counted in [`Shared::active_requests`] until dropped.
+#[derive(Debug)]
+pub(crate) struct ActiveRequest(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ActiveRequest {
+    pub(crate) fn new(shared: &Shared) -> Self {
+        shared
+            .active_requests
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        ActiveRequest(shared.active_requests.clone())
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }

@@ -589,6 +589,12 @@ impl Journal for FileJournal {
         rx.await.map_err(|_| writer_gone())?
     }
 
+    async fn sync(&self) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Sync { reply })?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
     async fn find_key(&self, scoped: &str) -> Result<Option<Entry>, JournalError> {
         let meta = {
             let index = self.shared.index.lock();

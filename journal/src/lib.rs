@@ -112,4 +112,9 @@ pub trait Journal: Send + Sync + std::fmt::Debug + 'static {
     async fn save_topology(&self, topology: &Topology) -> Result<(), JournalError>;
     /// The last saved topology, if any.
     async fn load_topology(&self) -> Result<Option<Topology>, JournalError>;
+    /// Returns once everything written before the call is on stable storage (an fsync, whatever
+    /// the durability mode). A gateway calls it before it exits.
+    async fn sync(&self) -> Result<(), JournalError> {
+        Ok(())
+    }
 }

@@ -215,7 +215,7 @@ pub enum JournalError {
     Io(#[from] std::io::Error),
     #[error("the journal in {path} is damaged: {detail}")]
     Corrupt { path: String, detail: String },
-    #[error("the journal in {path} is in use by another process (its lock file is held)")]
+    #[error("in use by another process (another gateway holds {path}/LOCK)")]
     InUse { path: String },
     #[error("the journal stopped writing after a failure: {detail}")]
     WriterStopped { detail: String },

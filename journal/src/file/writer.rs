@@ -50,6 +50,10 @@ pub(super) enum Request {
         through: Seq,
         reply: oneshot::Sender<Result<Compaction, JournalError>>,
     },
+    /// Fsync what was written so far (see `Journal::sync`).
+    Sync {
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
 }
 
 pub(super) struct Write {
@@ -122,6 +126,11 @@ impl Writer {
                 Request::Write(w) => w,
                 Request::Compact { through, reply } => {
                     let _ = reply.send(self.compact(through));
+                    continue;
+                }
+                Request::Sync { reply } => {
+                    let _ = reply.send(self.sync().map_err(JournalError::from));
+                    unsynced_since = None;
                     continue;
                 }
             };
