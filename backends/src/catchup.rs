@@ -544,7 +544,8 @@ impl Run<'_> {
                         seq: entry.seq,
                         error: e.to_string(),
                     })?;
-                if let Some(d) = crate::compare_responses(&rule, committed, &answer) {
+                let ctx = self.replicator.pool().compare_context();
+                if let Some(d) = crate::compare_in(&ctx, &rule, committed, &answer) {
                     return Err(JoinError::Diverged {
                         backend: self.backend.name.clone(),
                         seq: entry.seq,

@@ -79,11 +79,20 @@ pub struct HealthChecker {
 
 impl HealthChecker {
     /// `transport` should be this checker's own (its connections live on the checker's runtime).
+    /// With `[health] identity_header`, the replicator learns the same check, to ask a promotion
+    /// candidate which instance it is (see [`Replicator::set_identity_check`]).
     pub fn new(
         replicator: Arc<Replicator>,
         transport: Arc<dyn crate::Transport>,
         config: HealthConfig,
     ) -> Self {
+        if let Some(header) = &config.identity_header {
+            replicator.set_identity_check(Some(crate::IdentityCheck {
+                path: config.path.clone(),
+                header: header.clone(),
+                timeout: config.timeout,
+            }));
+        }
         HealthChecker {
             replicator,
             transport,

@@ -25,6 +25,7 @@ mod events;
 mod health;
 mod hooks;
 mod lane;
+mod noise_finder;
 mod pool;
 mod probes;
 mod recovery;
@@ -38,16 +39,20 @@ mod watermark;
 pub use catchup::{CatchupOptions, JoinError, JoinProgress, JoinReport};
 pub use checkpoint::{Checkpoint, CheckpointError, export_state, import_state};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use compare::{Difference, compare_responses, response_differences};
+pub use compare::{
+    COMPARED_HEADERS, CompareContext, Difference, compare_in, compare_responses,
+    response_differences,
+};
 pub use events::{EventBus, TopologyEvent};
 pub use health::{HealthChecker, HealthTracker};
 pub use hooks::run_hook;
+pub use noise_finder::{LearnFor, NoisePlace, NoiseReport, NoiseRoute};
 pub use pool::{Backend, BackendState, BackendStatus, Pool, PoolStatus};
 pub use probes::{ProbeDifference, ProbeReport, compare_views, view_report};
 pub use recovery::RecoveryReport;
 pub use replicator::{
-    Committed, MembershipError, REFUSED, Readmission, RejoinHook, ReplicationError, Replicator,
-    Submission, SwitchoverError, TxnError, TxnMode, TxnOutcome, TxnReply,
+    Committed, IdentityCheck, MembershipError, REFUSED, Readmission, RejoinHook, ReplicationError,
+    Replicator, Submission, SwitchoverError, TxnError, TxnMode, TxnOutcome, TxnReply,
 };
 pub use transport::{Transport, TransportError};
 pub use watermark::Watermark;

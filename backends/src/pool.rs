@@ -196,6 +196,13 @@ impl Pool {
     }
 
     /// Every backend, in config order.
+    /// What comparisons need to know of the backends: their own addresses, which count as one
+    /// value in answers.
+    pub fn compare_context(&self) -> crate::CompareContext {
+        let all = self.all();
+        crate::CompareContext::for_backends(all.iter().map(|b| &b.url))
+    }
+
     pub fn all(&self) -> Vec<Arc<Backend>> {
         self.backends.read().clone()
     }

@@ -8,7 +8,7 @@ use lockstep_config::ViewProbe;
 use lockstep_journal::{Header, RequestRecord};
 use serde::Serialize;
 
-use crate::compare::compare_responses;
+use crate::compare::{CompareContext, compare_in};
 use crate::{Backend, Transport, TransportError};
 
 /// One probe whose answers differ.
@@ -21,7 +21,7 @@ pub struct ProbeDifference {
 }
 
 /// The read request a probe sends.
-fn probe_request(probe: &ViewProbe) -> RequestRecord {
+pub(crate) fn probe_request(probe: &ViewProbe) -> RequestRecord {
     RequestRecord {
         method: probe.method.clone(),
         uri: probe.path.clone(),
@@ -51,7 +51,8 @@ pub async fn compare_views(
             .send(candidate, &request, &[], timeout)
             .await
             .map_err(|e| (candidate.name.clone(), e))?;
-        if let Some(d) = compare_responses(&probe.compare, &a, &b) {
+        let ctx = CompareContext::for_backends([&reference.url, &candidate.url]);
+        if let Some(d) = compare_in(&ctx, &probe.compare, &a, &b) {
             differences.push(ProbeDifference {
                 probe: name,
                 difference: d.to_string(),
@@ -92,10 +93,16 @@ pub async fn view_report(
         let b = b.map_err(|e| (candidate.name.clone(), e))?;
         reports.push(ProbeReport {
             probe: format!("{} {}", probe.method, probe.path),
-            differences: crate::compare::response_differences(&probe.compare, &a, &b, limit)
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            differences: crate::compare::response_differences(
+                &CompareContext::for_backends([&reference.url, &candidate.url]),
+                &probe.compare,
+                &a,
+                &b,
+                limit,
+            )
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         });
     }
     Ok(reports)

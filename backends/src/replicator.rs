@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::compare::compare_responses;
+use crate::compare::compare_in;
 use crate::events::{EventBus, TopologyEvent};
 use crate::lane::{Lanes, Ticket};
 use crate::pool::{Backend, BackendState, Pool, PoolStatus};
@@ -45,7 +45,7 @@ pub const REFUSED: &str = "refused: ";
 
 pub use failover::SwitchoverError;
 pub use membership::MembershipError;
-pub use readmission::{Readmission, RejoinHook};
+pub use readmission::{IdentityCheck, Readmission, RejoinHook};
 
 pub use transaction::{TxnError, TxnMode, TxnOutcome, TxnReply};
 
@@ -175,6 +175,10 @@ pub struct Replicator {
     probes: Mutex<Vec<lockstep_config::ViewProbe>>,
     /// Rejoins a copy that came back having missed requests (`[health] auto_rejoin`).
     auto_rejoin: Mutex<Option<readmission::RejoinSlot>>,
+    /// How to ask a backend which instance answers (`[health] identity_header`).
+    identity_check: Mutex<Option<readmission::IdentityCheck>>,
+    /// The noise finder's session, while learning or after (see [`Replicator::learn_noise`]).
+    noise: Mutex<Option<crate::noise_finder::Learning>>,
     /// Itself, for background work started from `&self`.
     me: std::sync::Weak<Replicator>,
 }
@@ -216,6 +220,8 @@ impl Replicator {
             aborting: Mutex::new(HashMap::new()),
             probes: Mutex::new(Vec::new()),
             auto_rejoin: Mutex::new(None),
+            noise: Mutex::new(None),
+            identity_check: Mutex::new(None),
         })
     }
 
@@ -867,6 +873,33 @@ impl Replicator {
         self.resolved.lock().mark(seq);
     }
 
+    /// Starts the noise finder: until `until`, a backup whose answer differs is not ejected;
+    /// the differences are recorded (see [`crate::NoiseReport`]). Replaces an earlier session.
+    pub fn learn_noise(&self, until: crate::LearnFor) {
+        info!(
+            ?until,
+            "learning noise: differences are recorded, no backup is ejected"
+        );
+        *self.noise.lock() = Some(crate::noise_finder::Learning::new(until, self.clock.now()));
+    }
+
+    /// Ends learning early; what was learned stays readable.
+    pub fn stop_learning(&self) {
+        if let Some(learning) = self.noise.lock().as_mut() {
+            learning.stop();
+        }
+    }
+
+    /// What the noise finder learned, if it ever ran.
+    pub fn noise_report(&self) -> Option<crate::NoiseReport> {
+        self.noise.lock().as_ref().map(|l| l.report())
+    }
+
+    /// Whether learning is on now.
+    pub fn learning_noise(&self) -> bool {
+        self.noise.lock().as_ref().is_some_and(|l| l.active())
+    }
+
     /// Compares a backup's answer with the primary's; ejects it (or only logs) on a difference.
     /// Returns whether it counts as an ack.
     pub(crate) async fn judge(
@@ -893,15 +926,39 @@ impl Replicator {
             );
             return false;
         }
-        if let Some(difference) = compare_responses(compare, primary, response) {
+        let ctx = self.pool.compare_context();
+        {
+            let mut noise = self.noise.lock();
+            if let Some(learning) = noise.as_mut().filter(|l| l.active()) {
+                // Learning: every difference is recorded, none ejects.
+                let route = compare.route.as_deref().unwrap_or("(default)");
+                learning.saw_answer(route);
+                let differences =
+                    crate::compare::response_differences(&ctx, compare, primary, response, 20);
+                learning.record(&ctx, route, &differences);
+                return true;
+            }
+        }
+        if let Some(difference) = compare_in(&ctx, compare, primary, response) {
             let eject = self.config.on_divergence == OnDivergence::Eject;
-            warn!(backend = %backup.name, seq, %difference, ejected = eject, "backup diverged from the primary");
+            // What would silence it, should it be noise rather than a divergence.
+            let rule = difference.silencing_rule(&ctx);
+            let if_noise = match (rule.as_deref(), compare.route.as_deref()) {
+                (Some(r), Some(route)) => {
+                    format!("; if this is noise, set on the route \"{route}\": {r}")
+                }
+                (Some(r), None) => {
+                    format!("; if this is noise, give the request a [[routes]] entry with: {r}")
+                }
+                (None, _) => String::new(),
+            };
+            warn!(backend = %backup.name, seq, %difference, ejected = eject, if_noise = rule.as_deref().unwrap_or("-"), "backup diverged from the primary");
             if eject {
                 self.change_state(
                     backup,
                     Some(BackendState::InSync),
                     BackendState::Diverged,
-                    &format!("request {seq}: {difference}"),
+                    &format!("request {seq}: {difference}{if_noise}"),
                 );
                 return false;
             }

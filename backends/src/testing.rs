@@ -45,6 +45,10 @@ pub(crate) struct FakeBackends {
     concurrency: Mutex<HashMap<String, (usize, usize)>>,
     /// Per backend: (status, how many more writes to refuse with it, unprocessed).
     shedding: Mutex<HashMap<String, (u16, u32)>>,
+    /// Per backend: the instance its `GET /health` names in `x-boot-id`.
+    boots: Mutex<HashMap<String, String>>,
+    /// Per backend: how many more requests to refuse the connection of.
+    unreachable_for: Mutex<HashMap<String, u32>>,
 }
 
 impl FakeBackends {
@@ -80,6 +84,16 @@ impl FakeBackends {
         self.shedding.lock().insert(backend.into(), (status, times));
     }
 
+    /// Makes `backend` refuse the connection of its next `requests` requests (of any kind).
+    pub(crate) fn unreachable_for(&self, backend: &str, requests: u32) {
+        self.unreachable_for.lock().insert(backend.into(), requests);
+    }
+
+    /// Makes `backend`'s `GET /health` name the instance `boot` (`x-boot-id`).
+    pub(crate) fn boot(&self, backend: &str, boot: &str) {
+        self.boots.lock().insert(backend.into(), boot.into());
+    }
+
     /// Empties `backend`'s state, as its reset hook would.
     pub(crate) fn reset(&self, backend: &str) {
         self.counters.lock().remove(backend);
@@ -109,7 +123,14 @@ impl Transport for FakeBackends {
             .get(&backend.name)
             .cloned()
             .unwrap_or_default();
-        if b.refuse {
+        let briefly_unreachable = match self.unreachable_for.lock().get_mut(&backend.name) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        };
+        if b.refuse || briefly_unreachable {
             return Err(TransportError::Connect("connection refused".into()));
         }
         if b.hang {
@@ -137,6 +158,17 @@ impl Transport for FakeBackends {
             .find(|h| h.name == "Lockstep-Sequence")
             .and_then(|h| std::str::from_utf8(&h.value).ok()?.parse().ok())
             .unwrap_or(0);
+        if request.method == "GET" && request.uri == "/health" {
+            let boot = self.boots.lock().get(&backend.name).cloned();
+            return Ok(ResponseRecord {
+                status: 200,
+                headers: boot
+                    .map(|b| Header::new("x-boot-id", b))
+                    .into_iter()
+                    .collect(),
+                body: Bytes::new(),
+            });
+        }
         if request.method == "GET" {
             // A read: the whole state, in key order.
             let state: std::collections::BTreeMap<String, u64> = self

@@ -111,6 +111,17 @@ pub enum ConfigError {
         reason: String,
     },
 
+    /// A `[gateway] public_url` that is not an origin.
+    #[error(
+        "{key} = {value:?} is not a usable public URL: {reason}; write the origin clients use, \
+         like \"https://api.example.com\" or \"http://127.0.0.1:8080\""
+    )]
+    InvalidPublicUrl {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
     /// A duration that does not parse.
     #[error(
         "{key} = {value:?} is not a duration; write a number and a unit, like \"250ms\", \"5s\" \
@@ -152,6 +163,13 @@ pub enum ConfigError {
          127.0.0.1"
     )]
     AdminTokenRequired { listen: SocketAddr },
+
+    /// Both `noise.learn_answers` and `noise.learn_for` are set.
+    #[error(
+        "noise.learn_answers and noise.learn_for are both set; keep one: a number of compared \
+         answers, or a duration"
+    )]
+    ConflictingNoiseLearning,
 
     /// Both `admin.token_file` and `admin.token_env` are set, so which token counts is unclear.
     #[error(
@@ -267,6 +285,12 @@ pub enum ConfigError {
     )]
     InvalidHeaderName { key: String, value: String },
 
+    /// A `noise` entry that names no known kind.
+    #[error(
+        "{key} = {value:?} is not a kind of noise; use one of \"timestamp\", \"uuid\", \"token\", \"own-address\" (or list the place itself in ignore_json / ignore_headers)"
+    )]
+    UnknownNoiseKind { key: String, value: String },
+
     /// Not an RFC 6901 JSON pointer.
     #[error(
         "{key} = {value:?} is not a JSON pointer; write \"\" for the whole document or a path \
@@ -325,10 +349,12 @@ impl ConfigError {
             | ConfigError::MultiplePrimaries { .. } => Some("backends"),
             ConfigError::AdminTokenRequired { .. } => Some("admin.token_file"),
             ConfigError::ConflictingAdminTokens { .. } => Some("admin.token_env"),
+            ConfigError::ConflictingNoiseLearning => Some("noise.learn_for"),
             ConfigError::DuplicateBackendName { key, .. }
             | ConfigError::DuplicateBackendUrl { key, .. }
             | ConfigError::InvalidBackendName { key, .. }
             | ConfigError::InvalidUrl { key, .. }
+            | ConfigError::InvalidPublicUrl { key, .. }
             | ConfigError::InvalidDuration { key, .. }
             | ConfigError::ZeroDuration { key }
             | ConfigError::InvalidSize { key, .. }
@@ -339,6 +365,7 @@ impl ConfigError {
             | ConfigError::UnknownLaneParam { key, .. }
             | ConfigError::InvalidLane { key, .. }
             | ConfigError::InvalidHeaderName { key, .. }
+            | ConfigError::UnknownNoiseKind { key, .. }
             | ConfigError::InvalidJsonPointer { key, .. }
             | ConfigError::InvalidProbe { key, .. }
             | ConfigError::InvalidPath { key, .. }

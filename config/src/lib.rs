@@ -19,7 +19,8 @@ pub use types::{
     AckPolicy, AdminConfig, BackendConfig, CatchupConfig, CheckpointConfig, CompareRule, Config,
     DispatchMode, EventsConfig, FsyncMode, GatewayConfig, HealthConfig, Hook, IdempotencyConfig,
     IdempotencyRule, InFlightPolicy, JournalConfig, LanePart, LaneTemplate, LogConfig, LogFormat,
-    MethodSet, OnDivergence, PathPattern, ReplicationConfig, RequestKind, ResetHook, Role,
-    RouteRule, Segment, TransactionAck, TransactionsConfig, VerifyConfig, ViewProbe,
+    MethodSet, NoiseConfig, NoiseKind, NoiseLearning, OnDivergence, PathPattern, ReplicationConfig,
+    RequestKind, ResetHook, Role, RouteRule, Segment, TransactionAck, TransactionsConfig,
+    VerifyConfig, ViewProbe,
 };
 pub use validate::parse_backend_url;

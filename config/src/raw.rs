@@ -45,6 +45,18 @@ pub(crate) struct RawConfig {
     pub(crate) checkpoint: RawCheckpoint,
     #[serde(default)]
     pub(crate) transactions: RawTransactions,
+    #[serde(default)]
+    pub(crate) noise: RawNoise,
+}
+
+/// `[noise]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNoise {
+    #[serde(default)]
+    pub(crate) learn_answers: Option<u64>,
+    #[serde(default)]
+    pub(crate) learn_for: Option<String>,
 }
 
 /// `[transactions]`
@@ -101,6 +113,8 @@ pub(crate) struct RawGateway {
     pub(crate) grace_period: String,
     #[serde(default = "default_request_timeout")]
     pub(crate) request_timeout: String,
+    #[serde(default)]
+    pub(crate) public_url: Option<String>,
 }
 
 impl Default for RawGateway {
@@ -114,6 +128,7 @@ impl Default for RawGateway {
             max_header_size: default_max_header_size(),
             grace_period: default_grace_period(),
             request_timeout: default_request_timeout(),
+            public_url: None,
         }
     }
 }
@@ -469,9 +484,13 @@ pub(crate) struct RawCompare {
     #[serde(default)]
     pub(crate) status_only: bool,
     #[serde(default)]
+    pub(crate) headers: Vec<String>,
+    #[serde(default)]
     pub(crate) ignore_headers: Vec<String>,
     #[serde(default)]
     pub(crate) ignore_json: Vec<String>,
+    #[serde(default)]
+    pub(crate) noise: Vec<String>,
 }
 
 /// `[verify]`
@@ -490,9 +509,13 @@ pub(crate) struct RawProbe {
     #[serde(default)]
     pub(crate) status_only: bool,
     #[serde(default)]
+    pub(crate) headers: Vec<String>,
+    #[serde(default)]
     pub(crate) ignore_headers: Vec<String>,
     #[serde(default)]
     pub(crate) ignore_json: Vec<String>,
+    #[serde(default)]
+    pub(crate) noise: Vec<String>,
 }
 
 /// A hook as written: `{ command = "..." }` or `{ request = "METHOD /path" }`. Both fields are

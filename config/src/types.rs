@@ -37,6 +37,24 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     /// `[transactions]`: groups of requests committed as one unit.
     pub transactions: TransactionsConfig,
+    /// `[noise]`: the noise finder at start.
+    pub noise: NoiseConfig,
+}
+
+/// `[noise]`: whether the gateway starts learning noise (see `lockstep noise`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NoiseConfig {
+    /// `learn_answers = N` or `learn_for = "10m"`; neither: not at start.
+    pub learn: Option<NoiseLearning>,
+}
+
+/// How long the noise finder learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoiseLearning {
+    /// For this many compared backup answers.
+    Answers(u64),
+    /// For this long.
+    Duration(Duration),
 }
 
 /// `[transactions]`: requests carrying `Lockstep-Transaction: ID` form one transaction.
@@ -79,6 +97,10 @@ pub struct GatewayConfig {
     /// `[gateway] request_timeout`, default 60s: how long a client may take to send a request
     /// body.
     pub request_timeout: Duration,
+    /// `[gateway] public_url`, optional: the origin clients use (`https://api.example.com`). A
+    /// backend's own address in a `Location` (and the like) is rewritten to it; without it, to
+    /// the request's `Host` over `http`.
+    pub public_url: Option<url::Url>,
 }
 
 /// `[admin]`: the listener for status, metrics, events and topology changes.
@@ -330,16 +352,60 @@ pub enum LaneTemplate {
     Header(String),
 }
 
+/// A kind of value that differs between copies that agree (`compare.noise`): two values at the
+/// same place that are both of one such kind compare equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NoiseKind {
+    /// RFC 3339 and HTTP dates, and epoch seconds or milliseconds within a day of the request.
+    Timestamp,
+    /// RFC 9562 UUIDs (`8-4-4-4-12` hex digits).
+    Uuid,
+    /// Random-looking tokens: 16 or more letters, digits, `-` and `_` mixing letters and digits.
+    Token,
+    /// A backend's own address (`http://host:port`, `host:port`), any backend's.
+    OwnAddress,
+}
+
+impl NoiseKind {
+    pub const ALL: [NoiseKind; 4] = [
+        NoiseKind::Timestamp,
+        NoiseKind::Uuid,
+        NoiseKind::Token,
+        NoiseKind::OwnAddress,
+    ];
+
+    /// The name written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoiseKind::Timestamp => "timestamp",
+            NoiseKind::Uuid => "uuid",
+            NoiseKind::Token => "token",
+            NoiseKind::OwnAddress => "own-address",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<NoiseKind> {
+        NoiseKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
 /// How a backup's response is compared with the primary's.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CompareRule {
     /// Only the status codes are compared.
     pub status_only: bool,
-    /// Lowercased header names left out of the comparison, on top of the built-in ones
-    /// (`date`, `server`, and hop-by-hop headers).
+    /// Lowercased header names compared on top of the default ones (those that carry meaning
+    /// for a client: `content-type`, `location`, `allow`, ...), such as `etag`.
+    pub headers: Vec<String>,
+    /// Lowercased header names left out of the comparison, also default ones.
     pub ignore_headers: Vec<String>,
     /// RFC 6901 JSON pointers removed from JSON bodies before comparing.
     pub ignore_json: Vec<String>,
+    /// Kinds of values that are noise wherever they appear (JSON values and compared headers).
+    pub noise: Vec<NoiseKind>,
+    /// The `match` of the route this rule belongs to, for messages and the noise finder; `None`
+    /// for the default rule and probes.
+    pub route: Option<String>,
     /// Statuses that mean "not processed" (a refusal: `429`, `503`, ...): the primary's is not
     /// replicated, a backup's is retried rather than compared. Empty: every answer is compared.
     pub refusals: Vec<u16>,

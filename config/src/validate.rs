@@ -21,7 +21,7 @@ use crate::route::{check_method, parse_lane, parse_match};
 use crate::types::{
     AckPolicy, AdminConfig, BackendConfig, CatchupConfig, CheckpointConfig, CompareRule, Config,
     DispatchMode, EventsConfig, FsyncMode, GatewayConfig, HealthConfig, Hook, IdempotencyConfig,
-    IdempotencyRule, InFlightPolicy, JournalConfig, LogConfig, LogFormat, OnDivergence,
+    IdempotencyRule, InFlightPolicy, JournalConfig, LogConfig, LogFormat, NoiseKind, OnDivergence,
     ReplicationConfig, RequestKind, Role, RouteRule, TransactionAck, TransactionsConfig,
     VerifyConfig, ViewProbe,
 };
@@ -59,6 +59,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         log: log(&raw.log)?,
         checkpoint: checkpoint(&raw.checkpoint)?,
         transactions: transactions(&raw.transactions)?,
+        noise: noise(&raw.noise)?,
     })
 }
 
@@ -95,7 +96,39 @@ pub(crate) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, ConfigError> {
         // Zero is meaningful here: stop at once, dropping whatever is in flight.
         grace_period: parse_duration("gateway.grace_period", &raw.grace_period)?,
         request_timeout: parse_nonzero_duration("gateway.request_timeout", &raw.request_timeout)?,
+        public_url: match &raw.public_url {
+            Some(value) => Some(public_url("gateway.public_url", value)?),
+            None => None,
+        },
     })
+}
+
+/// `[gateway] public_url`: an `http` or `https` origin, without path, query or credentials.
+fn public_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidPublicUrl {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason,
+    };
+    let url = url::Url::parse(value).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "the scheme is {:?}; write http:// or https://",
+            url.scheme()
+        )));
+    }
+    if url.host().is_none() {
+        return Err(invalid("it has no host".to_owned()));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            "it must be an origin only (no path, query or fragment)".to_owned(),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("it carries credentials".to_owned()));
+    }
+    Ok(url)
 }
 
 pub(crate) fn admin(raw: &RawAdmin) -> Result<AdminConfig, ConfigError> {
@@ -356,6 +389,7 @@ fn route(key: &str, raw: &RawRoute, default_refusals: &[u16]) -> Result<RouteRul
         refusals: own_refusals
             .clone()
             .unwrap_or_else(|| default_refusals.to_vec()),
+        route: Some(raw.matches.clone()),
         ..rule
     });
     Ok(RouteRule {
@@ -396,10 +430,46 @@ pub(crate) fn transactions(raw: &RawTransactions) -> Result<TransactionsConfig, 
 fn compare_rule(key: &str, raw: &RawCompare) -> Result<CompareRule, ConfigError> {
     Ok(CompareRule {
         status_only: raw.status_only,
+        headers: header_names(&format!("{key}.headers"), &raw.headers)?,
         ignore_headers: header_names(&format!("{key}.ignore_headers"), &raw.ignore_headers)?,
         ignore_json: json_pointers(&format!("{key}.ignore_json"), &raw.ignore_json)?,
+        noise: noise_kinds(&format!("{key}.noise"), &raw.noise)?,
         refusals: Vec::new(),
+        route: None,
     })
+}
+
+fn noise(raw: &crate::raw::RawNoise) -> Result<crate::types::NoiseConfig, ConfigError> {
+    let learn = match (raw.learn_answers, &raw.learn_for) {
+        (Some(_), Some(_)) => return Err(ConfigError::ConflictingNoiseLearning),
+        (Some(0), None) => {
+            return Err(ConfigError::InvalidNumber {
+                key: "noise.learn_answers".to_owned(),
+                value: "0".to_owned(),
+                reason: "must be at least 1 (leave it out to not learn at start)".to_owned(),
+            });
+        }
+        (Some(n), None) => Some(crate::types::NoiseLearning::Answers(n)),
+        (None, Some(d)) => Some(crate::types::NoiseLearning::Duration(
+            parse_nonzero_duration("noise.learn_for", d)?,
+        )),
+        (None, None) => None,
+    };
+    Ok(crate::types::NoiseConfig { learn })
+}
+
+fn noise_kinds(key: &str, values: &[String]) -> Result<Vec<NoiseKind>, ConfigError> {
+    let mut kinds = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let kind = NoiseKind::parse(value).ok_or_else(|| ConfigError::UnknownNoiseKind {
+            key: format!("{key}[{i}]"),
+            value: value.clone(),
+        })?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    Ok(kinds)
 }
 
 fn verify(raw: &RawVerify) -> Result<VerifyConfig, ConfigError> {
@@ -421,9 +491,12 @@ fn view_probe(key: &str, raw: &RawProbe) -> Result<ViewProbe, ConfigError> {
         })?;
     let compare = CompareRule {
         status_only: raw.status_only,
+        headers: header_names(&format!("{key}.headers"), &raw.headers)?,
         ignore_headers: header_names(&format!("{key}.ignore_headers"), &raw.ignore_headers)?,
         ignore_json: json_pointers(&format!("{key}.ignore_json"), &raw.ignore_json)?,
+        noise: noise_kinds(&format!("{key}.noise"), &raw.noise)?,
         refusals: Vec::new(),
+        route: None,
     };
     Ok(ViewProbe {
         method,

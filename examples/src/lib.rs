@@ -19,6 +19,7 @@
 mod account;
 mod error;
 mod faults;
+mod noise;
 mod request;
 mod response;
 mod routes;
@@ -27,6 +28,7 @@ mod store;
 
 pub use account::{Account, AccountId, Snapshot, Transfer};
 pub use faults::Faults;
+pub use noise::with_noise;
 pub use request::{MAX_AMOUNT, MAX_OWNER_CHARS, TransferOrder};
 pub use routes::{app, app_with};
 pub use server::{RunningDemo, serve, spawn};

@@ -36,6 +36,11 @@ struct Cli {
     /// processing them, as a service shedding load does (0 to 100).
     #[arg(long, value_name = "PERCENT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     shed: u8,
+    /// Put per-instance values in every answer, as real services do: this instance's address
+    /// (`X-Served-By`, an absolute `Location` for a new account), the time, a minted request id
+    /// and its own `ETag`.
+    #[arg(long)]
+    noise: bool,
 }
 
 #[tokio::main]
@@ -62,7 +67,13 @@ async fn main() -> ExitCode {
         delay: cli.delay,
         shed_percent: cli.shed,
     };
-    match run(&cli.listen, lockstep_demo::app_with(store, faults)).await {
+    match run(
+        &cli.listen,
+        lockstep_demo::app_with(store, faults),
+        cli.noise,
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -71,11 +82,16 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(listen: &str, app: axum::Router) -> anyhow::Result<()> {
+async fn run(listen: &str, app: axum::Router, noise: bool) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    let app = if noise {
+        lockstep_demo::with_noise(app, addr)
+    } else {
+        app
+    };
     // Test harnesses read this line to learn the port, so it goes to stdout, alone, flushed.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {addr}")?;

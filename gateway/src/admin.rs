@@ -194,6 +194,34 @@ impl Admin {
                 crate::metrics::render(&self.shared),
             ),
             ("POST", ["checkpoints"]) => self.take_checkpoint().await,
+            ("GET" | "HEAD", ["noise"]) => match self.shared.replicator.noise_report() {
+                Some(report) => Reply::json(200, &report),
+                None => Reply::error(
+                    409,
+                    "not_learned",
+                    "the noise finder has not run; start it with POST /noise/learn?answers=N or ?for=DURATION (lockstep noise --learn N)",
+                ),
+            },
+            ("POST", ["noise", "learn"]) => self.learn_noise(query),
+            ("DELETE", ["noise", "learn"]) => {
+                self.shared.replicator.stop_learning();
+                match self.shared.replicator.noise_report() {
+                    Some(report) => Reply::json(200, &report),
+                    None => Reply::error(409, "not_learned", "the noise finder has not run"),
+                }
+            }
+            (_, ["noise"]) => Reply::error(
+                405,
+                "method_not_allowed",
+                format!("{method} {path}: use GET"),
+            )
+            .with_header("Allow", "GET, HEAD"),
+            (_, ["noise", "learn"]) => Reply::error(
+                405,
+                "method_not_allowed",
+                format!("{method} {path}: POST starts learning, DELETE stops it"),
+            )
+            .with_header("Allow", "POST, DELETE"),
             (_, ["status" | "events" | "verify" | "metrics"]) => Reply::error(
                 405,
                 "method_not_allowed",
@@ -222,7 +250,7 @@ impl Admin {
                 404,
                 "not_found",
                 format!(
-                    "{path} is not an admin endpoint; see GET / (dashboard), GET /status, GET /events, GET /metrics, GET|POST /backends, DELETE /backends/NAME, POST /backends/NAME/promote, POST /backends/NAME/rejoin, GET /verify, GET|POST /checkpoints"
+                    "{path} is not an admin endpoint; see GET / (dashboard), GET /status, GET /events, GET /metrics, GET|POST /backends, DELETE /backends/NAME, POST /backends/NAME/promote, POST /backends/NAME/rejoin, GET /verify, GET|POST /checkpoints, GET /noise, POST|DELETE /noise/learn"
                 ),
             ),
         }
@@ -381,6 +409,50 @@ impl Admin {
         }
     }
 
+    /// `POST /noise/learn?answers=N` or `?for=DURATION`.
+    fn learn_noise(&self, query: &str) -> Reply {
+        let answers = query_values(query, "answers");
+        let during = query_values(query, "for");
+        let until = match (answers.as_slice(), during.as_slice()) {
+            ([n], []) => match n.parse::<u64>() {
+                Ok(n) if n > 0 => lockstep_backends::LearnFor::Answers(n),
+                _ => {
+                    return Reply::error(
+                        400,
+                        "bad_request",
+                        format!("answers={n}: write a count above 0"),
+                    );
+                }
+            },
+            ([], [d]) => match humantime::parse_duration(d) {
+                Ok(d) if !d.is_zero() => lockstep_backends::LearnFor::Duration(d),
+                _ => {
+                    return Reply::error(
+                        400,
+                        "bad_request",
+                        format!("for={d}: write a duration like 10m or 90s"),
+                    );
+                }
+            },
+            _ => {
+                return Reply::error(
+                    400,
+                    "bad_request",
+                    "give exactly one of answers=N (compared backup answers) or for=DURATION (like 10m)",
+                );
+            }
+        };
+        self.shared.replicator.learn_noise(until);
+        Reply::json(
+            200,
+            &self
+                .shared
+                .replicator
+                .noise_report()
+                .expect("learning just started"),
+        )
+    }
+
     fn status(&self) -> serde_json::Value {
         let mut status =
             serde_json::to_value(self.shared.replicator.status()).expect("status serializes");
@@ -394,6 +466,9 @@ impl Admin {
             .collect();
         joins.sort_by(|a, b| a.backend.cmp(&b.backend));
         status["joins"] = serde_json::to_value(joins).expect("progress serializes");
+        if self.shared.replicator.learning_noise() {
+            status["learning_noise"] = true.into();
+        }
         status
     }
 

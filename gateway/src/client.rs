@@ -134,6 +134,21 @@ impl AdminClient {
             .await
     }
 
+    /// What the noise finder learned.
+    pub async fn noise(&self) -> anyhow::Result<Value> {
+        self.json(reqwest::Method::GET, "/noise").await
+    }
+
+    /// Starts learning (`answers=N` or `for=DURATION`).
+    pub async fn learn_noise(&self, query: &str) -> anyhow::Result<Value> {
+        self.json(reqwest::Method::POST, &format!("/noise/learn?{query}"))
+            .await
+    }
+
+    pub async fn stop_learning(&self) -> anyhow::Result<Value> {
+        self.json(reqwest::Method::DELETE, "/noise/learn").await
+    }
+
     pub async fn checkpoints(&self) -> anyhow::Result<Value> {
         self.json(reqwest::Method::GET, "/checkpoints").await
     }
@@ -227,6 +242,9 @@ pub fn status_table(status: &Value) -> (String, bool) {
             }
         }
     }
+    if status["learning_noise"] == true {
+        notes.push_str("  learning noise: differences are recorded and no backup is ejected (lockstep noise)\n");
+    }
     if !notes.is_empty() {
         out.push('\n');
         out.push_str(&notes);
@@ -242,6 +260,54 @@ pub fn status_table(status: &Value) -> (String, bool) {
         out.push('\n');
     }
     (out, degraded)
+}
+
+/// A readable report of `GET /noise`: per route, each place that differed, its kind, how often,
+/// examples, the rule that silences it, and a warning where it looks like a real divergence.
+pub fn noise_report(report: &Value) -> String {
+    let mut out = format!(
+        "noise finder: {} ({} backup answers compared since {}, for {})\n",
+        if report["learning"] == true {
+            "learning, no backup is ejected"
+        } else {
+            "not learning"
+        },
+        report["answers"],
+        report["started"].as_str().unwrap_or("?"),
+        report["until"].as_str().unwrap_or("?"),
+    );
+    let routes = report["routes"].as_array().cloned().unwrap_or_default();
+    if routes.is_empty() {
+        out.push_str("\nno difference seen yet\n");
+    }
+    for route in &routes {
+        out.push_str(&format!("\n{}\n", route["route"].as_str().unwrap_or("?")));
+        for p in route["places"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  {:<32} {:<11} {}/{} answers",
+                p["place"].as_str().unwrap_or("?"),
+                p["kind"].as_str().unwrap_or("?"),
+                p["count"],
+                p["answers"]
+            ));
+            if p["suspicious"] == true {
+                out.push_str("   LOOKS LIKE A REAL DIVERGENCE: check it before silencing it");
+            }
+            out.push('\n');
+            for e in p["examples"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "      primary {}  backup {}\n",
+                    e[0].as_str().unwrap_or(""),
+                    e[1].as_str().unwrap_or("")
+                ));
+            }
+            match p["rule"].as_str() {
+                Some(rule) => out.push_str(&format!("      rule: {rule}\n")),
+                None => out.push_str("      never noise: fix the copy\n"),
+            }
+        }
+    }
+    out
 }
 
 /// A readable report of `GET /verify`; returns whether every backend's view equals the

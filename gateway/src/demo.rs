@@ -66,7 +66,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     for (name, implementation) in INSTANCES {
         let (child, addr) = start_instance(&binary, name, implementation, &data)?;
         restart.push(format!(
-            "{} --listen {addr} --implementation {implementation} --data {}",
+            "{} --listen {addr} --implementation {implementation} --noise --data {}",
             binary.display(),
             data.join(name).display()
         ));
@@ -219,6 +219,9 @@ fn start_instance(
             "127.0.0.1:0",
             "--implementation",
             implementation,
+            // Per-instance values in every answer, as a real service has (the gateway's
+            // default comparison must see through them).
+            "--noise",
             "--data",
         ])
         .arg(&dir)

@@ -15,6 +15,7 @@ mod headers;
 mod idempotency;
 mod join;
 mod metrics;
+mod origin;
 mod proxy;
 mod respond;
 pub mod rollout;

@@ -70,6 +70,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The noise finder: learn what differs between copies that agree, then print it grouped by
+    /// route and place with the rule that would silence each (and flag what looks like a real
+    /// divergence). While learning, no backup is ejected.
+    Noise {
+        /// Start learning for this many compared backup answers.
+        #[arg(long, value_name = "N", conflicts_with_all = ["learn_for", "stop"])]
+        learn: Option<u64>,
+        /// Start learning for this long (`10m`, `90s`).
+        #[arg(long, value_name = "DURATION", conflicts_with = "stop")]
+        learn_for: Option<String>,
+        /// Stop learning now.
+        #[arg(long)]
+        stop: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Take a checkpoint now (or list them with --list).
     Checkpoint {
         /// List the stored checkpoints instead.
@@ -282,6 +301,26 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::from(1)
             })
+        }),
+        Command::Noise {
+            learn,
+            learn_for,
+            stop,
+            admin,
+            json,
+        } => admin_call(&admin, |client| async move {
+            let report = match (learn, learn_for, stop) {
+                (Some(n), _, _) => client.learn_noise(&format!("answers={n}")).await?,
+                (_, Some(d), _) => client.learn_noise(&format!("for={d}")).await?,
+                (_, _, true) => client.stop_learning().await?,
+                _ => client.noise().await?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", lockstep::client::noise_report(&report));
+            }
+            Ok(ExitCode::SUCCESS)
         }),
         Command::Checkpoint { list, admin } => admin_call(&admin, |client| async move {
             if list {

@@ -490,6 +490,49 @@ impl GatewayProxy {
     /// While the process stops or hands over, every answer closes its connection, so that
     /// clients open new ones (to the gateway that takes over) instead of reusing one that is
     /// about to go away.
+    /// A read's answer from `primary`: its own origin in the URL headers becomes the client's
+    /// (see `crate::origin`).
+    fn rewrite_own_origin(&self, session: &Session, upstream: &mut ResponseHeader, primary: &str) {
+        use crate::origin::{REWRITTEN, client_origin, own_origins, rewrite};
+        if !REWRITTEN.iter().any(|h| upstream.headers.contains_key(*h)) {
+            return;
+        }
+        let Some(backend) = self.shared.replicator.pool().get(primary) else {
+            return;
+        };
+        let host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok());
+        let Some(client) = client_origin(self.shared.config.gateway.public_url.as_ref(), host)
+        else {
+            return;
+        };
+        let own = own_origins(&backend.url);
+        for name in REWRITTEN {
+            let values: Vec<String> = upstream
+                .headers
+                .get_all(*name)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            let rewritten: Vec<String> = values
+                .iter()
+                .map(|v| rewrite(v, &own, &client).unwrap_or_else(|| v.clone()))
+                .collect();
+            if rewritten != values {
+                let _ = upstream.remove_header(*name);
+                for v in rewritten {
+                    let _ = upstream.append_header(*name, v);
+                }
+            }
+        }
+    }
+
     fn close_if_stopping(&self, session: &mut Session) {
         if self
             .shared
@@ -863,6 +906,7 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         if let Some(primary) = &ctx.primary {
             upstream.insert_header("Lockstep-Primary", primary.as_str())?;
+            self.rewrite_own_origin(session, upstream, primary);
         }
         upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         self.close_if_stopping(session);

@@ -118,7 +118,10 @@ impl Gateway {
             dir: config.journal.dir.display().to_string(),
             source,
         })?;
-        let transport = Arc::new(PingoraTransport::new(timeouts.clone()));
+        let transport = Arc::new(
+            PingoraTransport::new(timeouts.clone())
+                .with_public_url(config.gateway.public_url.clone()),
+        );
         let replicator = Replicator::new(pool, journal, transport, repl.clone(), clock);
         if let Some(topology) = &topology {
             replicator.restore(topology);
@@ -147,6 +150,16 @@ impl Gateway {
             connector: connector.clone(),
         };
         replicator.set_probes(config.verify.probes.clone());
+        if let Some(learn) = config.noise.learn {
+            replicator.learn_noise(match learn {
+                lockstep_config::NoiseLearning::Answers(n) => {
+                    lockstep_backends::LearnFor::Answers(n)
+                }
+                lockstep_config::NoiseLearning::Duration(d) => {
+                    lockstep_backends::LearnFor::Duration(d)
+                }
+            });
+        }
         let auto_rejoin = config.health.auto_rejoin;
         let shared = Arc::new(Shared {
             config,
@@ -205,7 +218,10 @@ impl Gateway {
         };
         HealthChecker::new(
             self.shared.replicator.clone(),
-            Arc::new(PingoraTransport::new(timeouts)),
+            Arc::new(
+                PingoraTransport::new(timeouts)
+                    .with_public_url(self.shared.config.gateway.public_url.clone()),
+            ),
             health.clone(),
         )
     }

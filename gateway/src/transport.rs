@@ -43,6 +43,8 @@ pub struct PingoraTransport {
     connector: Connector,
     peers: DashMap<String, Arc<HttpPeer>>,
     timeouts: PeerTimeouts,
+    /// `[gateway] public_url`: what a backend's own origin in its answers becomes.
+    public_url: Option<url::Url>,
 }
 
 impl std::fmt::Debug for PingoraTransport {
@@ -59,7 +61,15 @@ impl PingoraTransport {
             connector: Connector::new(None),
             peers: DashMap::new(),
             timeouts,
+            public_url: None,
         }
+    }
+
+    /// Rewrites a backend's own origin in its answers to `public_url` rather than to the
+    /// request's `Host`.
+    pub fn with_public_url(mut self, public_url: Option<url::Url>) -> Self {
+        self.public_url = public_url;
+        self
     }
 
     fn peer(&self, backend: &Backend) -> Result<Arc<HttpPeer>, TransportError> {
@@ -172,10 +182,27 @@ impl Transport for PingoraTransport {
         timeout: Duration,
     ) -> Result<ResponseRecord, TransportError> {
         let peer = self.peer(backend)?;
-        match tokio::time::timeout(timeout, self.exchange(&peer, backend, request, extra)).await {
-            Ok(result) => result,
-            Err(_) => Err(TransportError::Timeout(timeout)),
-        }
+        let mut response = match tokio::time::timeout(
+            timeout,
+            self.exchange(&peer, backend, request, extra),
+        )
+        .await
+        {
+            Ok(result) => result?,
+            Err(_) => return Err(TransportError::Timeout(timeout)),
+        };
+        let host = request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("host"))
+            .and_then(|h| std::str::from_utf8(&h.value).ok());
+        crate::origin::rewrite_response(
+            &mut response,
+            &backend.url,
+            self.public_url.as_ref(),
+            host,
+        );
+        Ok(response)
     }
 }
 

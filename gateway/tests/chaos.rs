@@ -1,10 +1,13 @@
 //! Chaos with real processes: demo-bank backends of both implementations behind the gateway
 //! (built with the `failpoints` feature), a keyed and retrying client load, and faults injected
 //! at moments drawn from a seeded RNG — SIGKILL of the primary, of a backup or of the gateway,
-//! aborts at the named failpoints, network partitions of a backend (network namespaces, veth
-//! pairs and iptables DROP rules; root only). After each fault the deployment is brought back
-//! (restarts, rejoins through the admin API) and the views are compared; at the end every
-//! acknowledged deposit must be on every backend exactly once.
+//! a backup or the primary restarted at once having lost its state (empty, or from a snapshot
+//! taken earlier), aborts at the named failpoints, network partitions of a backend (network
+//! namespaces, veth pairs and iptables DROP rules; root only). After each fault the deployment is
+//! brought back (restarts, rejoins through the admin API) and the views are compared; a copy that
+//! lost its state must never be trusted again (primary or in-sync) without every deposit
+//! acknowledged before its loss; at the end every acknowledged deposit must be on every backend
+//! exactly once.
 //!
 //! Run by `scripts/chaos` (release build); ignored in the normal test run for its length.
 //! Environment: `CHAOS_SEED` (default: drawn), `CHAOS_SECONDS` (the fault phase, default 150),
@@ -42,6 +45,9 @@ const WRITER_PAUSE: Duration = Duration::from_millis(15);
 /// Deposits that must succeed after each recovery before the next fault (and before the first):
 /// a fault injected into an idle deployment proves nothing.
 const MIN_PROGRESS: u64 = 20;
+/// How soon the gateway must stop trusting a copy that restarted having lost its state (its
+/// health checks run every 100 ms and see the new boot id).
+const NOTICE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The faults, with their weights in the shuffled deck they are dealt from (every kind comes up
 /// once per deck, so a short run still sees each).
@@ -49,6 +55,10 @@ const DECK: &[(&str, usize)] = &[
     ("kill-primary", 2),
     ("kill-backup", 2),
     ("kill-gateway", 2),
+    ("backup-restarts-empty", 1),
+    ("backup-restarts-old", 1),
+    ("primary-restarts-empty", 1),
+    ("primary-restarts-old", 1),
     ("partition-primary", 1),
     ("partition-backup", 1),
     ("journal-before-fsync", 1),
@@ -312,6 +322,34 @@ impl Backend {
         }
     }
 
+    /// SIGKILL, then starts again on the same address having lost its state: with an emptied
+    /// data directory, or with `snapshot` (an export taken earlier) as its state. A sqlite copy
+    /// gets the snapshot before it listens on its address (from a first start on another port,
+    /// which writes it to the data directory); a memory copy, which keeps nothing across starts,
+    /// right after.
+    async fn restart_from(&mut self, snapshot: Option<&str>) -> Result<(), String> {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data);
+        std::fs::create_dir_all(&self.data).map_err(|e| format!("{}: {e}", self.name))?;
+        let addr = self.addr;
+        if let Some(snapshot) = snapshot
+            && self.implementation == "sqlite"
+        {
+            self.spawn(&format!("{}:0", addr.ip()))?;
+            let imported = import(&self.url(), snapshot).await;
+            self.kill();
+            self.addr = addr;
+            imported?;
+        }
+        self.restart().await?;
+        if let Some(snapshot) = snapshot
+            && self.implementation == "memory"
+        {
+            import(&self.url(), snapshot).await?;
+        }
+        Ok(())
+    }
+
     /// Starts again on the same address, with the same data directory.
     async fn restart(&mut self) -> Result<(), String> {
         self.kill();
@@ -327,6 +365,24 @@ impl Backend {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
+    }
+}
+
+/// Replaces a demo bank's state with `snapshot` (`POST /admin/import`).
+async fn import(base: &str, snapshot: &str) -> Result<(), String> {
+    let r = client()
+        .post(format!("{base}/admin/import"))
+        .header("content-type", "application/json")
+        .body(snapshot.to_owned())
+        .send()
+        .await
+        .map_err(|e| format!("import into {base}: {e}"))?;
+    match r.status().as_u16() {
+        204 => Ok(()),
+        status => Err(format!(
+            "import into {base}: {status} {}",
+            r.text().await.unwrap_or_default()
+        )),
     }
 }
 
@@ -525,6 +581,8 @@ struct WriterLog {
 struct Load {
     stop: Arc<AtomicBool>,
     progress: Arc<AtomicU64>,
+    /// Deposits acknowledged so far, by writer.
+    acked: Arc<Vec<AtomicU64>>,
     statuses: Arc<Mutex<BTreeMap<String, u64>>>,
     tasks: Vec<tokio::task::JoinHandle<WriterLog>>,
 }
@@ -607,13 +665,16 @@ impl Load {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(AtomicU64::new(0));
+        let acked: Arc<Vec<AtomicU64>> =
+            Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
         let mut tasks = Vec::new();
         for w in 0..WRITERS {
-            let (c, base, stop, progress, statuses, timeline) = (
+            let (c, base, stop, progress, acked, statuses, timeline) = (
                 c.clone(),
                 base.to_owned(),
                 stop.clone(),
                 progress.clone(),
+                acked.clone(),
                 statuses.clone(),
                 timeline.clone(),
             );
@@ -646,6 +707,7 @@ impl Load {
                                 }
                             }
                             log.done += 1;
+                            acked[w].fetch_add(1, Ordering::Relaxed);
                             progress.fetch_add(1, Ordering::Relaxed);
                             *statuses.lock().entry("2xx".into()).or_default() += 1;
                         }
@@ -675,6 +737,7 @@ impl Load {
         Load {
             stop,
             progress,
+            acked,
             statuses,
             tasks,
         }
@@ -729,6 +792,23 @@ struct Chaos {
     no_netns: Option<String>,
     /// Deposits acknowledged so far (the load's counter).
     progress: Arc<AtomicU64>,
+    /// Deposits acknowledged so far, by writer (the load's counters).
+    acked: Arc<Vec<AtomicU64>>,
+    /// Each backend's state exported after the last repair, and when: what a restart from an
+    /// old snapshot comes back with.
+    snapshots: HashMap<String, (Instant, String)>,
+    /// The last copy that lost its state.
+    lost: Option<LostState>,
+}
+
+/// A copy that restarted having lost its state, and the deposits acknowledged before: whenever
+/// the gateway trusts it again (as the primary or in-sync) it must hold every one of them.
+struct LostState {
+    name: String,
+    /// Deposits acknowledged by writer w (account w+1) before the loss.
+    floors: Vec<u64>,
+    /// Whether its view was checked since the gateway last began to trust it.
+    checked: bool,
 }
 
 impl Chaos {
@@ -848,6 +928,7 @@ impl Chaos {
                 self.timeline.note(&format!("status: {described}"));
                 last = described;
             }
+            self.check_trust(&status).await;
             for i in 0..self.backends.len() {
                 if !self.backends[i].running() && Self::safe_to_restart(&status, &self.backends[i])
                 {
@@ -948,6 +1029,148 @@ impl Chaos {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+
+    /// The copy that lost its state, once the gateway trusts it again (the primary, or in-sync),
+    /// must hold every deposit acknowledged before its loss: a wrong promotion, a re-admission
+    /// or a rejoin that took an empty or old copy for a good one is a violation.
+    async fn check_trust(&mut self, status: &Value) {
+        let Some(lost) = &self.lost else {
+            return;
+        };
+        let trusted = status["primary"] == lost.name.as_str()
+            || Self::state_of(status, &lost.name).0 == "in-sync";
+        if !trusted {
+            self.lost.as_mut().unwrap().checked = false;
+            return;
+        }
+        if lost.checked {
+            return;
+        }
+        let (name, floors) = (lost.name.clone(), lost.floors.clone());
+        let url = self.backends.iter().find(|b| b.name == name).unwrap().url();
+        let view = match client().get(format!("{url}/accounts")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            // Not answering is for the health checks; asked again at the next status.
+            Err(_) => return,
+        };
+        self.lost.as_mut().unwrap().checked = true;
+        let accounts: Vec<Value> = serde_json::from_str(&view).unwrap_or_default();
+        let short: Vec<String> = floors
+            .iter()
+            .enumerate()
+            .filter_map(|(w, floor)| {
+                let balance = accounts
+                    .iter()
+                    .find(|a| a["id"] == (w + 1) as u64)
+                    .and_then(|a| a["balance"].as_u64());
+                balance.is_none_or(|b| b < *floor).then(|| {
+                    format!(
+                        "account {} holds {balance:?}, {floor} acknowledged before",
+                        w + 1
+                    )
+                })
+            })
+            .collect();
+        if !short.is_empty() {
+            self.violation(
+                "wrong-trust",
+                &format!(
+                    "{name} lost its state and is trusted again without acknowledged deposits: {}; {}",
+                    short.join(", "),
+                    Self::describe(status)
+                ),
+            );
+        }
+    }
+
+    /// Exports every running backend's state (`GET /admin/export`, straight from the backend):
+    /// the old snapshots of the next faults.
+    async fn save_snapshots(&mut self) {
+        for b in &self.backends {
+            if !b.running() {
+                continue;
+            }
+            let exported = client()
+                .get(format!("{}/admin/export", b.url()))
+                .send()
+                .await;
+            if let Ok(r) = exported
+                && r.status().as_u16() == 200
+                && let Ok(text) = r.text().await
+            {
+                self.snapshots
+                    .insert(b.name.clone(), (Instant::now(), text));
+            }
+        }
+    }
+
+    /// Restarts `victim` empty or from its old snapshot, and waits until the gateway no longer
+    /// trusts it. A backup is restarted at once: a write that reaches it before its health check
+    /// names the new instance is compared with the primary's answer. The primary is restarted
+    /// once the gateway has failed over: a write that reached it restarted before the next health
+    /// check would be answered from the lost state and eject the good backups (the documented
+    /// limit of `[health] identity_header`, see docs/testing.md).
+    async fn restart_lost(&mut self, kind: &str, victim: &str, status: &Value) -> bool {
+        let snapshot = if kind.ends_with("-old") {
+            match self.snapshots.get(victim) {
+                Some((at, s)) => Some((at.elapsed(), s.clone())),
+                None => {
+                    self.timeline
+                        .say(&format!("{kind}: no snapshot of {victim} yet; skipped"));
+                    self.skipped += 1;
+                    return false;
+                }
+            }
+        } else {
+            None
+        };
+        let floors: Vec<u64> = self
+            .acked
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect();
+        if kind.starts_with("primary-") {
+            self.backend_mut(victim).kill();
+            if !self.wait_out_of_sync(victim, NOTICE_LIMIT).await {
+                let status = self.status().await.map(|s| Self::describe(&s));
+                self.violation(
+                    "unnoticed",
+                    &format!("the primary {victim} was killed and is still trusted after {NOTICE_LIMIT:?}: {status:?}"),
+                );
+            }
+        }
+        let b = self.backend_mut(victim);
+        let restarted = b
+            .restart_from(snapshot.as_ref().map(|(_, s)| s.as_str()))
+            .await;
+        let what = match &snapshot {
+            Some((age, _)) => format!("with its state of {} ms earlier", age.as_millis()),
+            None => "empty".to_owned(),
+        };
+        let msg = format!(
+            "{kind}: SIGKILL {victim} ({}), restarted {what}: {restarted:?}; {}",
+            b.implementation,
+            Self::describe(status)
+        );
+        self.timeline.say(&msg);
+        if let Err(e) = restarted {
+            self.violation("harness", &format!("{victim} could not be restarted: {e}"));
+            return false;
+        }
+        self.lost = Some(LostState {
+            name: victim.to_owned(),
+            floors,
+            checked: false,
+        });
+        if !self.wait_out_of_sync(victim, NOTICE_LIMIT).await {
+            let status = self.status().await.map(|s| Self::describe(&s));
+            self.violation(
+                "unnoticed",
+                &format!("{victim} lost its state and is still trusted after {NOTICE_LIMIT:?}: {status:?}"),
+            );
+        }
+        true
     }
 
     /// Compares every in-sync backup's view with the primary's (`GET /verify`).
@@ -1084,6 +1307,24 @@ impl Chaos {
                     Self::describe(&status)
                 ));
                 tokio::time::sleep(hold).await;
+            }
+            "backup-restarts-empty"
+            | "backup-restarts-old"
+            | "primary-restarts-empty"
+            | "primary-restarts-old" => {
+                // The primary loses its state only while an in-sync backup holds every write.
+                let victim = if kind.starts_with("primary-") {
+                    (!backups.is_empty()).then_some(primary)
+                } else {
+                    victim_backup
+                };
+                let Some(victim) = victim else {
+                    self.skipped += 1;
+                    return false;
+                };
+                if !self.restart_lost(kind, &victim, &status).await {
+                    return false;
+                }
             }
             failpoint => return self.failpoint(failpoint, &status).await,
         }
@@ -1241,7 +1482,7 @@ impl Chaos {
 
 fn config_body(backends: &[Backend], fsync: &str, per_account_lanes: bool) -> String {
     let mut s = format!(
-        "fsync = \"{fsync}\"\n\n[health]\ninterval = \"100ms\"\ntimeout = \"250ms\"\n\n[replication]\nbackup_timeout = \"2s\"\nprimary_timeout = \"2s\"\n\n[checkpoint]\nexport = {{ request = \"GET /admin/export\" }}\nimport = {{ request = \"POST /admin/import\" }}\nevery = 5000\nkeep = 2\n\n[[verify.probes]]\nrequest = \"GET /accounts\"\n"
+        "fsync = \"{fsync}\"\n\n[health]\ninterval = \"100ms\"\ntimeout = \"250ms\"\nidentity_header = \"x-boot-id\"\n\n[replication]\nbackup_timeout = \"2s\"\nprimary_timeout = \"2s\"\n\n[checkpoint]\nexport = {{ request = \"GET /admin/export\" }}\nimport = {{ request = \"POST /admin/import\" }}\nevery = 5000\nkeep = 2\n\n[[verify.probes]]\nrequest = \"GET /accounts\"\n"
     );
     if per_account_lanes {
         s.push_str(
@@ -1363,7 +1604,11 @@ async fn chaos() {
         failpoints_fired: 0,
         no_netns,
         progress: load.progress.clone(),
+        acked: load.acked.clone(),
+        snapshots: HashMap::new(),
+        lost: None,
     };
+    chaos.save_snapshots().await;
     assert!(
         load.advance(MIN_PROGRESS * 5, Duration::from_secs(60))
             .await,
@@ -1396,6 +1641,7 @@ async fn chaos() {
             break;
         }
         timeline.note(&format!("healed in {} ms", healing.elapsed().as_millis()));
+        chaos.save_snapshots().await;
         chaos
             .verify(&format!("after fault {faults} ({kind})"))
             .await;

@@ -24,8 +24,8 @@
 //! In expected output: `127.0.0.1:PORT` binds PORT to the port really used (and later commands
 //! use the real one); so do `pid N` and `…/lockstep-demo-N` directories. `…` stands for any text
 //! within a line, and for any lines when alone on its line. HTTP dates, RFC 3339 times,
-//! `N ms`/`N.N s` durations, `"pause_ms"`/`"elapsed_ms"` values and `X-Request-Id` values match
-//! any value. JSON output is compared as pretty-printed JSON with sorted keys.
+//! `N ms`/`N.N s` durations, `"pause_ms"`/`"elapsed_ms"` values, `X-Request-Id` and `ETag`
+//! values and UUIDs match any value. JSON output is compared as pretty-printed JSON with sorted keys.
 
 #[path = "support/procs.rs"]
 mod procs;
@@ -156,6 +156,14 @@ fn var_patterns() -> Vec<(Regex, Var)> {
         (
             r(r"(?i)x-request-id: \S+"),
             Var::Any(r"(?i)x-request-id: \S+"),
+        ),
+        (
+            r(r#"(?i)etag: "[0-9a-f]+""#),
+            Var::Any(r#"(?i)etag: "[0-9a-f]+""#),
+        ),
+        (
+            r(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+            Var::Any(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
         ),
         (
             r(r"127\.0\.0\.1:\d+"),
@@ -530,6 +538,7 @@ impl Runner {
             self.fail(expected, format!("no background process named {name}"));
             return;
         };
+        let address = Regex::new(r"127\.0\.0\.1:\d+").unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let actual = output.lock().unwrap().clone();
@@ -537,8 +546,7 @@ impl Runner {
                 if !started {
                     return;
                 }
-                for addr in Regex::new(r"127\.0\.0\.1:\d+")
-                    .unwrap()
+                for addr in address
                     .find_iter(&actual)
                     .filter_map(|m| m.as_str().parse().ok())
                 {

@@ -92,3 +92,22 @@ deps_check_node() {
         exit 1
     fi
 }
+
+# Creates (or brings up to date) a Python virtualenv holding the packages pinned in a requirements
+# file, with pip from PyPI; installs Debian's python3 and python3-venv first when they are
+# missing. Reinstalls only when the requirements file changed since the last install.
+# Usage: deps_python_venv DIR REQUIREMENTS "why they are needed"
+deps_python_venv() {
+    local venv=$1 requirements=$2 why=$3
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        deps_apt_install "$why" python3 python3-venv
+    fi
+    if [[ ! -x $venv/bin/pip ]]; then
+        python3 -m venv "$venv"
+    fi
+    if ! cmp -s "$requirements" "$venv/.installed-requirements"; then
+        deps_say "installing the Python packages of $requirements into $venv ($why)"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$requirements"
+        cp "$requirements" "$venv/.installed-requirements"
+    fi
+}

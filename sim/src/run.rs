@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use turmoil::net::TcpListener;
 
-use crate::bank::{BANK_PORT, Bank};
+use crate::bank::{BANK_PORT, Bank, Saved};
 use crate::disk::SimDisk;
 use crate::linearizability::{Action, Operation, is_linearizable};
 use crate::net::{SimConnector, downstream};
@@ -34,6 +34,9 @@ const HEAL_AT: Duration = Duration::from_secs(20);
 const AIM_GATEWAY_CRASH: Duration = Duration::from_secs(1);
 /// A run that has not finished by then has lost liveness.
 const SIMULATION_LIMIT: Duration = Duration::from_secs(300);
+/// Every bank's state is saved once a simulated second, and the last this many saves are kept:
+/// a restart from an old snapshot comes back with one of them.
+const SNAPSHOTS: usize = 8;
 
 /// The kinds of fault the driver injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,6 +48,18 @@ pub enum FaultKind {
     PrimaryCrash,
     /// A backup crashes and restarts.
     BackupCrash,
+    /// The primary crashes and restarts empty: its state is gone. Like every fault that takes
+    /// a copy's state, injected only while another copy the gateway trusts, up and reachable,
+    /// holds every acknowledged write (losing the last copy of a write loses it whatever the
+    /// gateway does).
+    PrimaryRestartEmpty,
+    /// The primary crashes and restarts from an old snapshot: its state as it was up to
+    /// [`SNAPSHOTS`] seconds earlier.
+    PrimaryRestartFromSnapshot,
+    /// A backup crashes and restarts empty.
+    BackupRestartEmpty,
+    /// A backup crashes and restarts from an old snapshot.
+    BackupRestartFromSnapshot,
     /// The network between the gateway and the primary drops everything for a while.
     PrimaryPartition,
     /// The network between the gateway and a backup drops everything for a while.
@@ -82,9 +97,10 @@ impl Clock for SimClock {
     }
 }
 
-/// The gateway's configuration: three demo banks, a view probe so that a rejoin checks the
-/// view, the demo's reset hook, and every timeout at 1 s or more (pingora's shorter timeouts
-/// run on a real-time thread, outside the simulation).
+/// The gateway's configuration: three demo banks, a view probe so that a rejoin, a re-admission
+/// and a promotion check the view, the banks' boot id as their instance identity so that a
+/// restart is seen even between two health checks, the demo's reset hook, and every timeout at
+/// 1 s or more (pingora's shorter timeouts run on a real-time thread, outside the simulation).
 fn config(addresses: &[(String, std::net::IpAddr)]) -> Config {
     let mut toml = String::from(
         r#"
@@ -112,6 +128,7 @@ interval = "1s"
 timeout = "1s"
 unhealthy_after = 2
 healthy_after = 2
+identity_header = "x-boot-id"
 
 [[routes]]
 match = "POST /accounts/**"
@@ -230,6 +247,10 @@ pub fn run(seed: u64) -> Outcome {
         FaultKind::GatewayCrash,
         FaultKind::PrimaryCrash,
         FaultKind::BackupCrash,
+        FaultKind::PrimaryRestartEmpty,
+        FaultKind::PrimaryRestartFromSnapshot,
+        FaultKind::BackupRestartEmpty,
+        FaultKind::BackupRestartFromSnapshot,
         FaultKind::PrimaryPartition,
         FaultKind::BackupPartition,
         FaultKind::Hold,
@@ -254,8 +275,39 @@ pub fn run(seed: u64) -> Outcome {
     // Hosts crashed or links cut now, so that two faults never stack on one target.
     let mut affected: BTreeSet<String> = BTreeSet::new();
     let mut healed = false;
+    // The saved states of every bank, oldest first, and when the next save is due.
+    let mut saves: Vec<Vec<(Duration, Saved)>> = vec![Vec::new(); banks.len()];
+    let mut next_save = Duration::ZERO;
+    let mut watch = Watch::default();
+    // Copies that lost their state and have not been trusted again since with every
+    // acknowledged write.
+    let mut lost: BTreeSet<String> = BTreeSet::new();
     loop {
         let now = sim.elapsed();
+        // Before any fault of this instant: what the last step did is judged on its own.
+        if let Some(gateway) = published.lock().clone() {
+            watch.observe(&gateway, &banks, &shared, now, &mut violations);
+        }
+        if let Some(gateway) = published.lock().clone() {
+            let pool = gateway.replicator().pool();
+            let primary = pool.primary().name.clone();
+            lost.retain(|name| {
+                let trusted = *name == primary
+                    || pool
+                        .get(name)
+                        .is_some_and(|b| b.state() == BackendState::InSync);
+                !(trusted && missing_acknowledged(bank_named(&banks, name), &shared).is_empty())
+            });
+        }
+        if now >= next_save {
+            for (bank, saved) in banks.iter().zip(saves.iter_mut()) {
+                saved.push((now, bank.save()));
+                if saved.len() > SNAPSHOTS {
+                    saved.remove(0);
+                }
+            }
+            next_save = now + Duration::from_secs(1);
+        }
         schedule.sort_by_key(|(at, _)| *at);
         while schedule.first().is_some_and(|(at, _)| *at <= now) {
             let (_, step) = schedule.remove(0);
@@ -265,6 +317,19 @@ pub fn run(seed: u64) -> Outcome {
                 .map(|g| g.replicator().pool().primary().name.clone())
                 .unwrap_or_else(|| BACKENDS[0].to_owned());
             let backups: Vec<&str> = BACKENDS.iter().copied().filter(|b| *b != primary).collect();
+            // The copies the gateway trusts: the primary and the in-sync backups.
+            let trusted: Vec<String> = published
+                .lock()
+                .as_ref()
+                .map(|g| {
+                    let pool = g.replicator().pool();
+                    pool.all()
+                        .iter()
+                        .filter(|b| b.name == primary || b.state() == BackendState::InSync)
+                        .map(|b| b.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
             match step {
                 Step::Start { kind, lasts, due } => {
                     if kind == FaultKind::GatewayCrash && !affected.contains("gateway") {
@@ -278,13 +343,53 @@ pub fn run(seed: u64) -> Outcome {
                     }
                     let target = match kind {
                         FaultKind::GatewayCrash => "gateway".to_owned(),
-                        FaultKind::PrimaryCrash | FaultKind::PrimaryPartition => primary,
-                        FaultKind::BackupCrash | FaultKind::BackupPartition | FaultKind::Hold => {
+                        FaultKind::PrimaryCrash
+                        | FaultKind::PrimaryPartition
+                        | FaultKind::PrimaryRestartEmpty
+                        | FaultKind::PrimaryRestartFromSnapshot => primary,
+                        FaultKind::BackupCrash
+                        | FaultKind::BackupPartition
+                        | FaultKind::Hold
+                        | FaultKind::BackupRestartEmpty
+                        | FaultKind::BackupRestartFromSnapshot => {
                             backups[rng.below(backups.len() as u64) as usize].to_owned()
                         }
                     };
+                    let loses_state = matches!(
+                        kind,
+                        FaultKind::PrimaryRestartEmpty
+                            | FaultKind::PrimaryRestartFromSnapshot
+                            | FaultKind::BackupRestartEmpty
+                            | FaultKind::BackupRestartFromSnapshot
+                    );
+                    // One copy at a time loses its state, and only while another one, trusted by
+                    // the gateway, up and reachable, holds every acknowledged write: losing the
+                    // last copy of a write loses it whatever the gateway does, and two copies out
+                    // of three lost while the gateway is down outvote the good one.
+                    let survivor = trusted.iter().any(|name| {
+                        *name != target
+                            && !affected.contains(name)
+                            && missing_acknowledged(bank_named(&banks, name), &shared).is_empty()
+                    });
+                    let another_lost = lost.iter().any(|name| *name != target);
+                    if loses_state && (!survivor || another_lost) {
+                        continue;
+                    }
+                    // Until the gateway has stopped trusting a copy that lost its state, the
+                    // other copies stay up: the fault on one of them comes a little later.
+                    let unnoticed = lost
+                        .iter()
+                        .any(|name| *name != target && trusted.contains(name));
+                    if unnoticed && kind != FaultKind::GatewayCrash {
+                        let later = Step::Start { kind, lasts, due };
+                        schedule.push((now + Duration::from_millis(100), later));
+                        continue;
+                    }
                     if !affected.insert(target.clone()) {
                         continue;
+                    }
+                    if loses_state {
+                        lost.insert(target.clone());
                     }
                     *faults.entry(kind).or_default() += 1;
                     shared.log(format!("{now:?} fault {kind:?} on {target} for {lasts:?}"));
@@ -304,6 +409,24 @@ pub fn run(seed: u64) -> Outcome {
                         }
                         FaultKind::PrimaryCrash | FaultKind::BackupCrash => {
                             sim.crash(target.as_str());
+                            Step::Bounce(target)
+                        }
+                        FaultKind::PrimaryRestartEmpty | FaultKind::BackupRestartEmpty => {
+                            sim.crash(target.as_str());
+                            let bank = bank_named(&banks, &target);
+                            bank.restore(None);
+                            Step::Bounce(target)
+                        }
+                        FaultKind::PrimaryRestartFromSnapshot
+                        | FaultKind::BackupRestartFromSnapshot => {
+                            sim.crash(target.as_str());
+                            let index = BACKENDS.iter().position(|b| *b == target).unwrap();
+                            let saved = &saves[index];
+                            let (at, old) = &saved[rng.below(saved.len() as u64) as usize];
+                            shared.log(format!(
+                                "{now:?} {target} comes back with its state of {at:?}"
+                            ));
+                            banks[index].restore(Some(old));
                             Step::Bounce(target)
                         }
                         FaultKind::PrimaryPartition | FaultKind::BackupPartition => {
@@ -373,6 +496,118 @@ pub fn run(seed: u64) -> Outcome {
         violations,
         simulated,
         trace,
+    }
+}
+
+fn bank_named<'a>(banks: &'a [Bank], name: &str) -> &'a Bank {
+    banks
+        .iter()
+        .find(|b| b.name == name)
+        .expect("every backend is a bank")
+}
+
+/// What a copy's state lacks of the acknowledged writes: accounts whose opening was acknowledged
+/// and that it does not hold, or that hold fewer deposits than were acknowledged.
+fn missing_acknowledged(bank: &Bank, shared: &Shared) -> Vec<String> {
+    let snapshot = bank.snapshot();
+    let acknowledged = shared.acknowledged.lock().clone();
+    let accounts = shared.accounts.lock().clone();
+    let mut missing = Vec::new();
+    for (owner, id) in &accounts {
+        let expected = acknowledged.get(owner).copied().unwrap_or(0);
+        let balance = snapshot
+            .accounts
+            .iter()
+            .find(|a| a.id == *id as i64)
+            .map(|a| a.balance);
+        if balance.is_none_or(|b| b < expected) {
+            missing.push(format!(
+                "account {id} holds {balance:?}, {expected} deposits were acknowledged"
+            ));
+        }
+    }
+    missing
+}
+
+/// Watches the gateway between two steps: a copy it promotes, or that it takes back in-sync,
+/// must hold every write acknowledged so far — the faults that take a copy's state away must
+/// never make a copy missing committed writes the primary or a trusted backup.
+#[derive(Debug, Default)]
+struct Watch {
+    /// The gateway instance watched (a restarted gateway is a new one), its primary and the
+    /// states of its backups when last seen.
+    replicator: Option<Arc<lockstep_backends::Replicator>>,
+    primary: String,
+    states: BTreeMap<String, BackendState>,
+}
+
+impl Watch {
+    fn observe(
+        &mut self,
+        gateway: &Gateway,
+        banks: &[Bank],
+        shared: &Shared,
+        now: Duration,
+        violations: &mut Vec<String>,
+    ) {
+        let replicator = gateway.replicator();
+        let pool = replicator.pool();
+        let primary = pool.primary().name.clone();
+        let states: BTreeMap<String, BackendState> = pool
+            .all()
+            .iter()
+            .map(|b| (b.name.clone(), b.state()))
+            .collect();
+        let same_gateway = self
+            .replicator
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, replicator));
+        if same_gateway {
+            // The gateway's decisions, in the trace, to read a failing seed by.
+            if primary != self.primary {
+                shared.log(format!(
+                    "{now:?} gateway: primary {} -> {primary}",
+                    self.primary
+                ));
+            }
+            for backend in pool.all() {
+                let state = backend.state();
+                if self.states.get(&backend.name) != Some(&state) {
+                    shared.log(format!(
+                        "{now:?} gateway: {} is {state}: {}",
+                        backend.name,
+                        backend.detail()
+                    ));
+                }
+            }
+            let mut trusted = Vec::new();
+            if primary != self.primary {
+                trusted.push((primary.clone(), "promoted"));
+            }
+            for (name, state) in &states {
+                let was = self.states.get(name).copied();
+                if *name != primary
+                    && *state == BackendState::InSync
+                    && was.is_some_and(|w| w != BackendState::InSync)
+                {
+                    trusted.push((name.clone(), "taken back in-sync"));
+                }
+            }
+            for (name, how) in trusted {
+                let missing = missing_acknowledged(bank_named(banks, &name), shared);
+                if !missing.is_empty() {
+                    let what = format!(
+                        "wrong trust: {name} was {how} at {now:?} without acknowledged writes: {}",
+                        missing.join("; ")
+                    );
+                    shared.log(format!("VIOLATION {what}"));
+                    violations.push(what);
+                }
+            }
+        }
+        self.replicator = Some(replicator.clone());
+        self.primary = primary;
+        self.states = states;
     }
 }
 

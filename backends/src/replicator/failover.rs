@@ -6,8 +6,11 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use lockstep_config::ViewProbe;
+
 use super::*;
-use crate::probes::compare_views;
+use crate::probes::{compare_views, probe_request};
 
 /// Why a controlled switchover was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,7 +56,7 @@ impl Replicator {
                 break;
             }
             if current.name == lost {
-                let Some(successor) = self.choose_proven_successor().await else {
+                let Some(successor) = self.await_proven_successor().await else {
                     self.topology_changed(
                         "failover-failed",
                         Some(&lost),
@@ -115,26 +118,47 @@ impl Replicator {
         best
     }
 
-    /// The successor, checked when view probes are configured and several in-sync backups could
-    /// take over: their views are compared, and a candidate whose view differs from the others'
-    /// is marked `diverged` rather than promoted. The largest group of equal views wins; on a
-    /// tie, the group holding the candidate in-sync by proof for the longest (the one that has
-    /// seen the most of the committed history directly) wins. Within the group, the highest
-    /// acknowledged seq (then config order) is promoted. A candidate that does not answer its
-    /// probes is not promoted.
+    /// [`Self::choose_proven_successor`], tried again while in-sync backups exist but none
+    /// passes its checks, for up to `primary_timeout` with admission still fenced: a copy that
+    /// is briefly unreachable is worth waiting for, since giving up leaves the lost primary in
+    /// place, and that primary may have restarted empty.
+    async fn await_proven_successor(&self) -> Option<Arc<Backend>> {
+        let deadline = tokio::time::Instant::now() + self.config.primary_timeout;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            if let Some(successor) = self.choose_proven_successor().await {
+                return Some(successor);
+            }
+            if !self.has_successor() || tokio::time::Instant::now() + pause > deadline {
+                return None;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// The successor. Each in-sync backup is first confirmed ([`Self::confirm_candidate`]): it
+    /// answers, and it is still the instance that was proven. When view probes are configured
+    /// and several confirmed backups could take over, their views are compared, and a candidate
+    /// whose view differs from the others' is marked `diverged` rather than promoted. The largest
+    /// group of equal views wins; on a tie, the group holding the candidate in-sync by proof for
+    /// the longest (the one that has seen the most of the committed history directly) wins.
+    /// Within the group, the highest acknowledged seq (then config order) is promoted.
     pub(crate) async fn choose_proven_successor(&self) -> Option<Arc<Backend>> {
         let probes = self.probes();
-        let mut candidates: Vec<Arc<Backend>> = self
-            .pool
-            .backups()
-            .into_iter()
-            .filter(|b| b.state() == BackendState::InSync)
-            .collect();
-        if probes.is_empty() || candidates.len() < 2 {
-            return self.choose_successor();
+        let mut candidates: Vec<Arc<Backend>> = Vec::new();
+        for backup in self.pool.backups() {
+            if backup.state() == BackendState::InSync
+                && self.confirm_candidate(&backup, &probes).await
+            {
+                candidates.push(backup);
+            }
         }
-        // Best first: highest acknowledged seq, then config order.
+        // Best first: highest acknowledged seq, then config order (the sort is stable).
         candidates.sort_by_key(|b| std::cmp::Reverse(b.acked_seq()));
+        if probes.is_empty() || candidates.len() < 2 {
+            return candidates.into_iter().next();
+        }
         let timeout = self.config.backup_timeout;
         let transport = self.transport.as_ref();
         // Groups of candidates with equal views; each group keyed by its first member.
@@ -191,6 +215,81 @@ impl Replicator {
             );
         }
         Some(chosen)
+    }
+
+    /// Whether `candidate` may be promoted. Its state was proven while it stayed the same
+    /// instance and kept answering; a failover must not take that on trust, since the copy may
+    /// have restarted empty or from an old snapshot faster than its health checks noticed, or
+    /// died since. With `[health] identity_header` its health check is asked which instance it
+    /// is: one that restarted is made `suspect` and proven again against the new primary once
+    /// the failover is over. With view probes, it must answer them. A candidate that does not
+    /// answer is left to its health checks.
+    async fn confirm_candidate(&self, candidate: &Arc<Backend>, probes: &[ViewProbe]) -> bool {
+        if let Some(check) = self.identity_check() {
+            let request = RequestRecord {
+                method: "GET".into(),
+                uri: check.path.clone(),
+                headers: vec![Header::new("User-Agent", "lockstep-health")],
+                body: Bytes::new(),
+            };
+            let answer = self
+                .transport
+                .send(candidate, &request, &[], check.timeout)
+                .await;
+            let answer = match answer {
+                Ok(r) if (200..300).contains(&r.status) => r,
+                Ok(r) => {
+                    warn!(candidate = %candidate.name, status = r.status, "a promotion candidate failed its health check");
+                    return false;
+                }
+                Err(error) => {
+                    warn!(candidate = %candidate.name, %error, "a promotion candidate did not answer its health check");
+                    return false;
+                }
+            };
+            let identity = answer
+                .header(&check.header)
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            if let Some(identity) = identity
+                && let Some(previous) = candidate.observe_identity(&identity)
+            {
+                let why = format!(
+                    "restarted (its instance identity changed from {previous} to {identity}), \
+                     seen when it was about to be promoted"
+                );
+                warn!(candidate = %candidate.name, %previous, %identity, "a promotion candidate restarted");
+                if self.change_state(
+                    candidate,
+                    Some(BackendState::InSync),
+                    BackendState::Suspect,
+                    &why,
+                ) {
+                    // Waits for the failover (the topology lock), then compares it with the
+                    // new primary.
+                    let (me, backend) = (self.self_arc(), candidate.clone());
+                    tokio::spawn(
+                        async move { me.readmit(&backend, BackendState::Suspect, &why).await },
+                    );
+                }
+                return false;
+            }
+        }
+        for probe in probes {
+            let answer = self
+                .transport
+                .send(
+                    candidate,
+                    &probe_request(probe),
+                    &[],
+                    self.config.backup_timeout,
+                )
+                .await;
+            if let Err(error) = answer {
+                warn!(candidate = %candidate.name, %error, "a promotion candidate did not answer its probes");
+                return false;
+            }
+        }
+        true
     }
 
     /// Runs parked requests, in seq order, on `primary` and the in-sync backups; answers their

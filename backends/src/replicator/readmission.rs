@@ -4,7 +4,7 @@
 //! the primary's under a short fence, as at the end of a join.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lockstep_config::ViewProbe;
 
@@ -24,6 +24,16 @@ impl std::fmt::Debug for RejoinSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RejoinHook")
     }
+}
+
+/// How to ask a backend which instance answers: the health check's request and the header of its
+/// answer that names the instance (`[health] path`, `timeout` and `identity_header`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityCheck {
+    pub path: String,
+    /// Lowercased.
+    pub header: String,
+    pub timeout: Duration,
 }
 
 /// What a backend that came back was found to be.
@@ -52,6 +62,16 @@ impl Replicator {
 
     pub(crate) fn probes(&self) -> Vec<ViewProbe> {
         self.probes.lock().clone()
+    }
+
+    /// Lets a failover ask each candidate which instance it is before promoting it (set by the
+    /// health checker when `[health] identity_header` is configured).
+    pub fn set_identity_check(&self, check: Option<IdentityCheck>) {
+        *self.identity_check.lock() = check;
+    }
+
+    pub(crate) fn identity_check(&self) -> Option<IdentityCheck> {
+        self.identity_check.lock().clone()
     }
 
     /// Lets copies that come back having missed requests be rejoined automatically.
@@ -164,15 +184,99 @@ impl Replicator {
         }
     }
 
+    /// At start, after the recovery, with view probes: every in-sync backup must show the
+    /// primary's view, and one that does not is marked `diverged` before it receives a request.
+    /// Unless the primary is the odd one out: it may have lost its state while the gateway was
+    /// down (no instance identity was seen before the start to tell). When no backup's view
+    /// equals the primary's and at least two backups answer with views equal to each other, they
+    /// outvote it: the best of them (highest acknowledged seq, then config order) becomes the
+    /// primary and the old primary is `diverged`. A backup that does not answer is left to the
+    /// health checks.
+    pub async fn verify_at_start(&self, probes: &[ViewProbe]) {
+        if probes.is_empty() {
+            return;
+        }
+        let primary = self.pool.primary();
+        let timeout = self.config.backup_timeout;
+        let transport = self.transport.as_ref();
+        let mut agreeing = 0;
+        let mut differing: Vec<(Arc<Backend>, String)> = Vec::new();
+        for backup in self.pool.backups() {
+            if backup.state() != BackendState::InSync {
+                continue;
+            }
+            match compare_views(transport, &primary, &backup, probes, timeout).await {
+                Ok(differences) if differences.is_empty() => agreeing += 1,
+                Ok(differences) => {
+                    let list: Vec<String> = differences
+                        .iter()
+                        .map(|d| format!("{}: {}", d.probe, d.difference))
+                        .collect();
+                    differing.push((backup, list.join("; ")));
+                }
+                Err(_) => {}
+            }
+        }
+        if agreeing == 0 && differing.len() >= 2 {
+            let mut outvoting = true;
+            for (backup, _) in &differing[1..] {
+                let equal =
+                    compare_views(transport, &differing[0].0, backup, probes, timeout).await;
+                outvoting &= equal.is_ok_and(|d| d.is_empty());
+            }
+            if outvoting {
+                let mut voters: Vec<Arc<Backend>> =
+                    differing.iter().map(|(b, _)| b.clone()).collect();
+                voters.sort_by_key(|b| std::cmp::Reverse(b.acked_seq()));
+                let successor = voters[0].clone();
+                let names: Vec<&str> = voters.iter().map(|b| b.name.as_str()).collect();
+                let detail = format!(
+                    "at start its view differed from every in-sync backup's ({}), which agree: it \
+                     lost its state while the gateway was down; rebuild it with lockstep backend \
+                     rejoin {} --reset",
+                    names.join(", "),
+                    primary.name
+                );
+                warn!(primary = %primary.name, successor = %successor.name, "the primary's view differs from every backup's at start");
+                self.change_state(&primary, None, BackendState::Diverged, &detail);
+                self.pool.set_primary(successor.clone());
+                self.topology_changed(
+                    "primary-changed",
+                    Some(&successor.name),
+                    &format!(
+                        "{}'s view differed from every in-sync backup's at start; {} promoted",
+                        primary.name, successor.name
+                    ),
+                );
+                return;
+            }
+        }
+        for (backup, differences) in differing {
+            self.change_state(
+                &backup,
+                Some(BackendState::InSync),
+                BackendState::Diverged,
+                &format!("its view differs from the primary's at start: {differences}"),
+            );
+        }
+    }
+
     /// A backend's health check named another instance than before: it restarted, whatever
     /// its reachability said meanwhile. The primary is replaced when a backup can take over; a
-    /// backup is `suspect` and must be proven again ([`Replicator::readmit`]).
+    /// backup, or a primary that no candidate could replace, is `suspect` and must be proven
+    /// again ([`Replicator::readmit`]).
     pub async fn restarted(self: &Arc<Self>, backend: &Arc<Backend>, previous: &str, now: &str) {
         let why = format!("restarted (its instance identity changed from {previous} to {now})");
         warn!(backend = %backend.name, previous, now, "backend restarted");
         if Arc::ptr_eq(&self.pool.primary(), backend) && self.has_successor() {
-            self.declare_primary_lost(backend, &why);
-            return;
+            // As for any lost primary, requests waiting on it give up at once. The failover runs
+            // here rather than in the background: when no candidate passes its checks the
+            // restarted primary stays, and must not stay trusted.
+            self.primary_lost.send_modify(|g| *g += 1);
+            self.fail_over(&backend.name, &why).await;
+            if !Arc::ptr_eq(&self.pool.primary(), backend) {
+                return;
+            }
         }
         let state = backend.state();
         if matches!(state, BackendState::InSync | BackendState::Down) {

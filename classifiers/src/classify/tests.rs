@@ -22,7 +22,7 @@ fn compare(ignore_headers: &[&str]) -> CompareRule {
         status_only: false,
         ignore_headers: ignore_headers.iter().map(|h| (*h).to_owned()).collect(),
         ignore_json: vec!["/updated_at".to_owned()],
-        refusals: Vec::new(),
+        ..CompareRule::default()
     }
 }
 

@@ -1,4 +1,4 @@
-use crate::{Config, ConfigError, Hook, LogFormat, ResetHook};
+use crate::{Config, ConfigError, Hook, LogFormat, NoiseKind, ResetHook};
 
 const PRIMARY: &str =
     "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:9001\"\nrole = \"primary\"\n";
@@ -838,4 +838,58 @@ fn rejects_auto_rejoin_without_probes() {
     .unwrap();
     assert!(ok.health.auto_rejoin);
     assert_eq!(ok.health.identity_header.as_deref(), Some("x-boot-id"));
+}
+
+#[test]
+fn compare_noise_and_extra_headers_are_parsed() {
+    let config = load(
+        "[[routes]]\nmatch = \"POST /a\"\ncompare = { headers = [\"ETag\"], noise = [\"timestamp\", \"uuid\", \"timestamp\"] }\n",
+    )
+    .unwrap();
+    let compare = config.routes[0].compare.as_ref().unwrap();
+    assert_eq!(compare.headers, ["etag"]);
+    assert_eq!(compare.noise, [NoiseKind::Timestamp, NoiseKind::Uuid]);
+}
+
+#[test]
+fn rejects_an_unknown_noise_kind_naming_the_key_and_the_kinds() {
+    let refused =
+        err("[[routes]]\nmatch = \"POST /a\"\ncompare = { noise = [\"uuid\", \"time\"] }\n");
+    assert!(
+        matches!(refused, ConfigError::UnknownNoiseKind { ref key, ref value }
+            if key == "routes[0].compare.noise[1]" && value == "time"),
+        "{refused:?}"
+    );
+    let message = refused.to_string();
+    assert!(
+        message.contains("\"timestamp\", \"uuid\", \"token\", \"own-address\""),
+        "{message}"
+    );
+    let refused = err("[[verify.probes]]\nrequest = \"GET /a\"\nnoise = [\"ids\"]\n");
+    assert!(
+        matches!(refused, ConfigError::UnknownNoiseKind { ref key, .. } if key == "verify.probes[0].noise[0]"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn public_url_is_an_origin() {
+    let config = load("[gateway]\npublic_url = \"https://api.example.com\"\n").unwrap();
+    assert_eq!(
+        config.gateway.public_url.unwrap().as_str(),
+        "https://api.example.com/"
+    );
+    for bad in [
+        "api.example.com",
+        "ftp://api.example.com",
+        "https://api.example.com/v1",
+        "https://u:p@api.example.com",
+        "https://api.example.com/?x=1",
+    ] {
+        let refused = err(&format!("[gateway]\npublic_url = \"{bad}\"\n"));
+        assert!(
+            matches!(refused, ConfigError::InvalidPublicUrl { ref key, .. } if key == "gateway.public_url"),
+            "{bad}: {refused:?}"
+        );
+    }
 }

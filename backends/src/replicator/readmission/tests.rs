@@ -204,3 +204,160 @@ async fn a_restarted_backup_is_suspect_until_proven() {
     assert_eq!(b.state(), BackendState::Diverged, "{}", b.detail());
     assert!(b.detail().contains("restarted"), "{}", b.detail());
 }
+
+/// A failover that gives up on unanswering candidates soon.
+fn impatient() -> ReplicationConfig {
+    let mut config = config(AckPolicy::All, DispatchMode::Sequential);
+    config.primary_timeout = Duration::from_millis(300);
+    config
+}
+
+fn identity_check() -> IdentityCheck {
+    IdentityCheck {
+        path: "/health".into(),
+        header: "x-boot-id".into(),
+        timeout: Duration::from_secs(1),
+    }
+}
+
+/// Every backend answers its first instance identity, and the gateway has seen it.
+fn booted(r: &Replicator, fakes: &FakeBackends) {
+    r.set_identity_check(Some(identity_check()));
+    for b in r.pool().all() {
+        let boot = format!("{}-1", b.name);
+        fakes.boot(&b.name, &boot);
+        assert_eq!(b.observe_identity(&boot), None);
+    }
+}
+
+#[tokio::test]
+async fn a_single_candidate_that_does_not_answer_is_not_promoted() {
+    let (r, fakes, _) = setup(impatient());
+    r.set_probes(vec![probe()]);
+    r.submit(post("", "/k/1")).await.unwrap();
+    let c = r.pool().get("c").unwrap();
+    r.change_state(&c, None, BackendState::Lagging, "test");
+    // b, the only in-sync backup, died since it was proven (its state unknown from now on).
+    fakes.set(
+        "b",
+        Behaviour {
+            refuse: true,
+            ..Behaviour::default()
+        },
+    );
+    r.fail_over("a", "test").await;
+    assert_eq!(r.pool().primary().name, "a", "nobody could take over");
+}
+
+#[tokio::test]
+async fn a_candidate_that_restarted_unseen_is_not_promoted() {
+    let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    r.set_probes(vec![probe()]);
+    booted(&r, &fakes);
+    r.submit(post("", "/k/1")).await.unwrap();
+    // c restarted empty faster than its health checks; b is fine.
+    fakes.reset("c");
+    fakes.boot("c", "c-2");
+    r.fail_over("a", "test").await;
+    assert_eq!(r.pool().primary().name, "b");
+    let c = r.pool().get("c").unwrap();
+    assert_eq!(c.state(), BackendState::Suspect, "{}", c.detail());
+    assert!(
+        c.detail().contains("about to be promoted"),
+        "{}",
+        c.detail()
+    );
+    // Then proven against the new primary (by the task the failover started, or here).
+    r.readmit(&c, BackendState::Suspect, "test").await;
+    assert_eq!(c.state(), BackendState::Diverged, "{}", c.detail());
+
+    // With the only other copy gone too, the restarted copy is still not promoted.
+    let (r, fakes, _) = setup(impatient());
+    booted(&r, &fakes);
+    r.submit(post("", "/k/1")).await.unwrap();
+    let c = r.pool().get("c").unwrap();
+    r.change_state(&c, None, BackendState::Lagging, "test");
+    fakes.reset("b");
+    fakes.boot("b", "b-2");
+    r.fail_over("a", "test").await;
+    assert_eq!(r.pool().primary().name, "a", "nobody could take over");
+    assert_eq!(r.pool().get("b").unwrap().state(), BackendState::Suspect);
+}
+
+#[tokio::test]
+async fn a_restarted_primary_that_nobody_can_replace_is_not_trusted() {
+    let (r, fakes, _) = setup(impatient());
+    r.set_probes(vec![probe()]);
+    booted(&r, &fakes);
+    r.submit(post("", "/k/1")).await.unwrap();
+    for name in ["b", "c"] {
+        fakes.set(
+            name,
+            Behaviour {
+                refuse: true,
+                ..Behaviour::default()
+            },
+        );
+    }
+    let a = r.pool().primary();
+    fakes.boot("a", "a-2");
+    let previous = a.observe_identity("a-2").expect("a new identity");
+    r.restarted(&a, &previous, "a-2").await;
+    assert_eq!(r.pool().primary().name, "a");
+    assert_eq!(a.state(), BackendState::Suspect, "{}", a.detail());
+}
+
+#[tokio::test]
+async fn a_failover_waits_for_a_candidate_that_is_briefly_unreachable() {
+    let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    r.set_probes(vec![probe()]);
+    r.submit(post("", "/k/1")).await.unwrap();
+    let c = r.pool().get("c").unwrap();
+    r.change_state(&c, None, BackendState::Lagging, "test");
+    // b does not answer its first two probes, then does: well within primary_timeout.
+    fakes.unreachable_for("b", 2);
+    r.fail_over("a", "test").await;
+    assert_eq!(r.pool().primary().name, "b");
+}
+
+#[tokio::test]
+async fn at_start_backups_that_agree_outvote_a_primary_that_lost_its_state() {
+    let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    r.submit(post("", "/k/1")).await.unwrap();
+    // The primary restarted empty while the gateway was down.
+    fakes.reset("a");
+    r.verify_at_start(&[probe()]).await;
+    assert_eq!(r.pool().primary().name, "b", "the backups agree");
+    let a = r.pool().get("a").unwrap();
+    assert_eq!(a.state(), BackendState::Diverged);
+    assert!(a.detail().contains("--reset"), "{}", a.detail());
+    for name in ["b", "c"] {
+        assert_eq!(r.pool().get(name).unwrap().state(), BackendState::InSync);
+    }
+
+    // A backup that lost its state is the odd one out: the primary stays.
+    let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    r.submit(post("", "/k/1")).await.unwrap();
+    fakes.reset("c");
+    r.verify_at_start(&[probe()]).await;
+    assert_eq!(r.pool().primary().name, "a");
+    assert_eq!(r.pool().get("b").unwrap().state(), BackendState::InSync);
+    assert_eq!(r.pool().get("c").unwrap().state(), BackendState::Diverged);
+
+    // Backups that disagree with each other prove nothing against the primary.
+    let (r, fakes, _) = setup(config(AckPolicy::All, DispatchMode::Sequential));
+    r.submit(post("", "/k/1")).await.unwrap();
+    fakes.reset("b");
+    fakes.reset("c");
+    let c = r.pool().get("c").unwrap();
+    let write = post("", "/j/1").request;
+    fakes
+        .send(&c, &write, &[], Duration::from_secs(1))
+        .await
+        .unwrap();
+    r.verify_at_start(&[probe()]).await;
+    assert_eq!(r.pool().primary().name, "a");
+    for name in ["b", "c"] {
+        assert_eq!(r.pool().get(name).unwrap().state(), BackendState::Diverged);
+    }
+}
