@@ -171,7 +171,7 @@ impl Difference {
 }
 
 /// `/items/3/updated_at` as `/items/*/updated_at`: the same place in every element.
-fn generalize_indices(pointer: &str) -> String {
+pub(crate) fn generalize_indices(pointer: &str) -> String {
     pointer
         .split('/')
         .map(|t| {

@@ -109,7 +109,7 @@ impl Learning {
                     primary,
                     backup,
                 } => (
-                    format!("body at {}", generalize(pointer)),
+                    format!("body at {}", crate::compare::generalize_indices(pointer)),
                     primary.clone(),
                     backup.clone(),
                 ),
@@ -137,7 +137,7 @@ impl Learning {
                 place.header = Some(name.clone());
             }
             if let Difference::JsonBody { pointer, .. } = d {
-                place.pointer = Some(generalize(pointer));
+                place.pointer = Some(crate::compare::generalize_indices(pointer));
             }
             let unquote =
                 |s: &str| serde_json::from_str::<String>(s).unwrap_or_else(|_| s.to_owned());
@@ -215,21 +215,6 @@ impl Learning {
                 .collect(),
         }
     }
-}
-
-/// `/items/3/at` → `/items/*/at`.
-fn generalize(pointer: &str) -> String {
-    pointer
-        .split('/')
-        .map(|t| {
-            if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-                "*"
-            } else {
-                t
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// What the noise finder saw (`GET /noise`).
