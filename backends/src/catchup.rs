@@ -189,6 +189,10 @@ impl Replicator {
             self.topology_changed("backend-joining", Some(&backend.name), &detail);
         }
         backend.reset_acked(Watermark::starting_at(from - 1));
+        // What it minted after `from - 1` is minted again by the replay, maybe differently.
+        self.forget_ids_after(&backend, from - 1)
+            .await
+            .map_err(|e| JoinError::Journal(e.to_string()))?;
         let mut run = Run {
             replicator: self.clone(),
             backend,
@@ -485,6 +489,11 @@ impl Run<'_> {
     async fn replay(&self, entry: &Entry) -> Result<bool, JoinError> {
         let r = &self.replicator;
         let mut assumed = false;
+        let failed = |e: crate::TransportError| JoinError::Transport {
+            backend: self.backend.name.clone(),
+            seq: entry.seq,
+            error: e.to_string(),
+        };
         match &entry.state {
             EntryState::Pending | EntryState::Answered(_) => {
                 unreachable!("batches are cut before entries in flight")
@@ -493,19 +502,14 @@ impl Run<'_> {
             // committed answer to compare with).
             EntryState::Aborted(_) if self.include_aborted.contains(&entry.seq) => {
                 let extra = super::replicator::context_headers(entry.seq, entry.time);
-                r.transport()
-                    .send(
-                        &self.backend,
-                        &entry.request,
-                        &extra,
-                        r.config().backup_timeout,
-                    )
-                    .await
-                    .map_err(|e| JoinError::Transport {
-                        backend: self.backend.name.clone(),
-                        seq: entry.seq,
-                        error: e.to_string(),
-                    })?;
+                r.send_translated(
+                    &self.backend,
+                    &entry.request,
+                    &extra,
+                    r.config().backup_timeout,
+                )
+                .await
+                .map_err(failed)?;
             }
             EntryState::Aborted(_) => {
                 let primary = r.pool().primary();
@@ -539,10 +543,17 @@ impl Run<'_> {
                         !self.fresh,
                     )
                     .await
-                    .map_err(|e| JoinError::Transport {
+                    .map_err(failed)?;
+                // It learns its own ids as it replays: the committed answer holds the canonical
+                // ones.
+                let answer = r
+                    .learn_and_translate(&self.backend, entry.seq, &rule, committed, answer)
+                    .await
+                    .map_err(|e| JoinError::Diverged {
                         backend: self.backend.name.clone(),
                         seq: entry.seq,
-                        error: e.to_string(),
+                        difference: e.to_string(),
+                        doubtful: Vec::new(),
                     })?;
                 let ctx = self.replicator.pool().compare_context();
                 if let Some(d) = crate::compare_in(&ctx, &rule, committed, &answer) {

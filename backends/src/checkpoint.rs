@@ -29,6 +29,9 @@ pub struct Checkpoint {
     pub content_type: Option<String>,
     pub data: Bytes,
     pub taken_at: SystemTime,
+    /// The source copy's minted-identifier pairs learned up to `seq`, by seq (see
+    /// [`crate::IdMap`]): a copy loaded from this checkpoint holds the source's ids.
+    pub ids: Vec<(Seq, Vec<(String, String)>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +93,7 @@ impl Replicator {
                 content_type,
                 data,
                 taken_at: self.clock().now(),
+                ids: source.ids.pairs_through(seq),
             },
             pause,
         ))

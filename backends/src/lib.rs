@@ -24,6 +24,7 @@ mod compare;
 mod events;
 mod health;
 mod hooks;
+mod ids;
 mod lane;
 mod noise_finder;
 mod pool;
@@ -46,13 +47,17 @@ pub use compare::{
 pub use events::{EventBus, TopologyEvent};
 pub use health::{HealthChecker, HealthTracker};
 pub use hooks::run_hook;
+pub use ids::{
+    IdConflict, IdMap, Minted, minted_pairs, translate_json, translate_request, translate_response,
+};
 pub use noise_finder::{LearnFor, NoisePlace, NoiseReport, NoiseRoute};
 pub use pool::{Backend, BackendState, BackendStatus, Pool, PoolStatus};
 pub use probes::{ProbeDifference, ProbeReport, compare_views, view_report};
 pub use recovery::RecoveryReport;
 pub use replicator::{
     Committed, IdentityCheck, MembershipError, REFUSED, Readmission, RejoinHook, ReplicationError,
-    Replicator, Submission, SwitchoverError, TxnError, TxnMode, TxnOutcome, TxnReply,
+    Replicator, Submission, SwitchoverError, TranslationRules, TxnError, TxnMode, TxnOutcome,
+    TxnReply,
 };
 pub use transport::{Transport, TransportError};
 pub use watermark::Watermark;

@@ -8,7 +8,9 @@
 //! (an own address, a timestamp, a UUID or random token, a counter, or other) and gives the
 //! `compare` rule that would silence it — flagging the places that look like real divergences
 //! (a status, values of no minted shape, or a place that differed on only a few of the route's
-//! requests).
+//! requests). A place whose primary values later come back in requests (a path segment, a query
+//! value, a JSON string, an `If-Match`) holds identifiers the service minted: for it the finder
+//! proposes a `mint` rule instead, so that each copy's own value is translated.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +22,8 @@ use crate::compare::{CompareContext, Difference};
 
 /// Examples kept per place.
 const EXAMPLES: usize = 3;
+/// Differing primary values remembered to spot the ones clients send back.
+const REMEMBERED: usize = 100_000;
 
 /// How long, or for how many compared backup answers, learning lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +41,8 @@ pub(crate) struct Learning {
     /// Backup answers compared while learning, per route.
     answers: BTreeMap<String, u64>,
     places: BTreeMap<(String, String), Place>,
+    /// Primary values that differed from a backup's, with their (route, place).
+    values: std::collections::HashMap<String, (String, String)>,
     stopped: bool,
 }
 
@@ -54,6 +60,8 @@ struct Place {
     body_noise: Option<NoiseKind>,
     header: Option<String>,
     pointer: Option<String>,
+    /// Requests that carried one of its primary values back.
+    reused: u64,
 }
 
 impl Learning {
@@ -64,6 +72,7 @@ impl Learning {
             until,
             answers: BTreeMap::new(),
             places: BTreeMap::new(),
+            values: std::collections::HashMap::new(),
             stopped: false,
         }
     }
@@ -130,7 +139,10 @@ impl Learning {
                     ("body".to_owned(), p, b)
                 }
             };
-            let place = self.places.entry((route.to_owned(), key)).or_default();
+            let place = self
+                .places
+                .entry((route.to_owned(), key.clone()))
+                .or_default();
             place.count += 1;
             place.status = matches!(d, Difference::Status { .. });
             if let Difference::Header { name, .. } = d {
@@ -153,8 +165,46 @@ impl Learning {
             } else {
                 place.counter && integers
             };
+            if !place.status && !p.is_empty() && self.values.len() < REMEMBERED {
+                self.values
+                    .entry(p.clone())
+                    .or_insert_with(|| (route.to_owned(), key.clone()));
+            }
             if place.examples.len() < EXAMPLES {
                 place.examples.push((primary, backup));
+            }
+        }
+    }
+
+    /// Looks for values that differed between copies in a request: each one found makes its
+    /// place an identifier the clients send back.
+    pub(crate) fn saw_request(&mut self, request: &lockstep_journal::RequestRecord) {
+        if self.values.is_empty() {
+            return;
+        }
+        let found: std::cell::RefCell<Vec<(String, String)>> = Default::default();
+        let values = &self.values;
+        let look = |token: &str| -> Option<crate::ids::Found> {
+            if let Some(place) = values.get(token) {
+                found.borrow_mut().push(place.clone());
+            }
+            None
+        };
+        // The translation's own tokenizer: whatever it would translate, it would find here.
+        let _ = crate::ids::translate_request(
+            &lockstep_config::TranslateRule {
+                numbers: true,
+                ..Default::default()
+            },
+            request,
+            &look,
+        );
+        let mut found = found.into_inner();
+        found.sort();
+        found.dedup();
+        for key in found {
+            if let Some(place) = self.places.get_mut(&key) {
+                place.reused += 1;
             }
         }
     }
@@ -166,6 +216,9 @@ impl Learning {
             let answers = self.answers.get(route).copied().unwrap_or(0).max(1);
             let kind = match place.kinds.as_deref() {
                 _ if place.status => "status",
+                _ if place.reused > 0 && (place.pointer.is_some() || place.header.is_some()) => {
+                    "id"
+                }
                 _ if key == "body" => place.body_noise.map_or("other", NoiseKind::as_str),
                 Some([k, ..]) => k.as_str(),
                 _ if place.counter => "counter",
@@ -173,6 +226,8 @@ impl Learning {
             };
             let rule = match (kind, &place.header, &place.pointer) {
                 ("status", _, _) => None,
+                ("id", Some(header), _) => Some(format!("mint = [\"header:{header}\"]")),
+                ("id", _, Some(pointer)) => Some(format!("mint = [\"{pointer}\"]")),
                 ("timestamp" | "uuid" | "token" | "own-address", _, _) => {
                     Some(format!("compare = {{ noise = [\"{kind}\"] }}"))
                 }
@@ -241,6 +296,7 @@ pub struct NoiseRoute {
 pub struct NoisePlace {
     /// `header etag`, `body at /items/*/at`, `status`, `body`.
     pub place: String,
+    /// `id` (a value the service minted that clients send back: declare it with `mint`),
     /// `own-address`, `timestamp`, `uuid`, `token`, `counter`, `other` or `status`.
     pub kind: &'static str,
     /// Answers that differed here.
@@ -249,7 +305,8 @@ pub struct NoisePlace {
     pub answers: u64,
     /// Up to three `[primary, backup]` value pairs.
     pub examples: Vec<[String; 2]>,
-    /// The `compare` rule that silences it; none for a status.
+    /// The route rule that silences it (`compare = {...}`, or `mint = [...]` for an id); none
+    /// for a status.
     pub rule: Option<String>,
     /// Looks like a real divergence rather than noise.
     pub suspicious: bool,
@@ -313,6 +370,39 @@ mod tests {
         assert_eq!((balance.kind, balance.count), ("counter", 1));
         assert!(balance.suspicious, "rare");
         assert_eq!(balance.examples, [["100".to_owned(), "101".to_owned()]]);
+    }
+
+    #[test]
+    fn values_clients_send_back_are_proposed_as_minted() {
+        let ctx = CompareContext::default();
+        let mut l = Learning::new(LearnFor::Answers(100), SystemTime::now());
+        for i in 0..4 {
+            l.saw_answer("POST /posts");
+            l.record(
+                &ctx,
+                "POST /posts",
+                &[
+                    json("/id", &format!("\"p{i}xq7Za\""), &format!("\"b{i}Kk31Q\"")),
+                    json("/title", "\"a\"", "\"b\""),
+                ],
+            );
+        }
+        // A later request names the first post by the id the client got.
+        l.saw_request(&lockstep_journal::RequestRecord {
+            method: "PATCH".into(),
+            uri: "/posts/p0xq7Za".into(),
+            headers: vec![],
+            body: bytes::Bytes::new(),
+        });
+        let report = l.report();
+        let places = &report.routes[0].places;
+        let id = places.iter().find(|p| p.place == "body at /id").unwrap();
+        assert_eq!(id.kind, "id");
+        assert_eq!(id.rule.as_deref(), Some("mint = [\"/id\"]"));
+        assert!(!id.suspicious);
+        let title = places.iter().find(|p| p.place == "body at /title").unwrap();
+        assert_eq!(title.kind, "other", "never sent back: no id");
+        assert!(title.suspicious);
     }
 
     #[test]

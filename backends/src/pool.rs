@@ -68,6 +68,8 @@ pub struct Backend {
     /// The last seq handed out when it last became in-sync by proof (0: in-sync from the start).
     /// At a promotion where candidates disagree, the one proven longest ago wins a tie.
     proven_since: Mutex<Seq>,
+    /// Its local forms of the values the service minted (see [`crate::IdMap`]).
+    pub ids: crate::IdMap,
 }
 
 impl Backend {
@@ -88,6 +90,7 @@ impl Backend {
             retrying: Mutex::new(None),
             identity: Mutex::new(None),
             proven_since: Mutex::new(0),
+            ids: crate::IdMap::default(),
         }
     }
 

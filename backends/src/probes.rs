@@ -30,6 +30,27 @@ pub(crate) fn probe_request(probe: &ViewProbe) -> RequestRecord {
     }
 }
 
+/// Sends a probe to `backend` in its local ids and brings its answer back to canonical ones, so
+/// that two copies that mint different ids still show the same view.
+pub(crate) async fn send_probe(
+    transport: &dyn Transport,
+    backend: &Backend,
+    probe: &ViewProbe,
+    timeout: Duration,
+) -> Result<lockstep_journal::ResponseRecord, TransportError> {
+    let request = probe_request(probe);
+    let local = backend
+        .ids
+        .request_to_local(&probe.compare.translate, &request);
+    let answer = transport
+        .send(backend, local.as_ref().unwrap_or(&request), &[], timeout)
+        .await?;
+    Ok(backend
+        .ids
+        .response_to_canonical(&probe.compare.translate, &probe.compare.mint, &answer)
+        .unwrap_or(answer))
+}
+
 /// Runs every probe on `reference` and `candidate`; returns the probes whose normalized answers
 /// differ (empty: the views are equal).
 pub async fn compare_views(
@@ -41,14 +62,11 @@ pub async fn compare_views(
 ) -> Result<Vec<ProbeDifference>, (String, TransportError)> {
     let mut differences = Vec::new();
     for probe in probes {
-        let request = probe_request(probe);
         let name = format!("{} {}", probe.method, probe.path);
-        let a = transport
-            .send(reference, &request, &[], timeout)
+        let a = send_probe(transport, reference, probe, timeout)
             .await
             .map_err(|e| (reference.name.clone(), e))?;
-        let b = transport
-            .send(candidate, &request, &[], timeout)
+        let b = send_probe(transport, candidate, probe, timeout)
             .await
             .map_err(|e| (candidate.name.clone(), e))?;
         let ctx = CompareContext::for_backends([&reference.url, &candidate.url]);
@@ -83,10 +101,9 @@ pub async fn view_report(
 ) -> Result<Vec<ProbeReport>, (String, TransportError)> {
     let mut reports = Vec::new();
     for probe in probes {
-        let request = probe_request(probe);
         let (a, b) = futures::future::join(
-            transport.send(reference, &request, &[], timeout),
-            transport.send(candidate, &request, &[], timeout),
+            send_probe(transport, reference, probe, timeout),
+            send_probe(transport, candidate, probe, timeout),
         )
         .await;
         let a = a.map_err(|e| (reference.name.clone(), e))?;

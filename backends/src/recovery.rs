@@ -417,6 +417,7 @@ impl Replicator {
         &self,
         e: &Entry,
         primary: &Arc<crate::Backend>,
+        rule: &CompareRule,
         extra: &[lockstep_journal::Header],
         doubted: &Mutex<BTreeMap<String, Vec<Seq>>>,
         settle: &Settle<'_>,
@@ -450,6 +451,7 @@ impl Replicator {
                 )
                 .await
                 .ok()?;
+            let r = self.primary_to_canonical(primary, e.seq, rule, r).await;
             self.record_primary_answer(primary, e.seq, &r).await.ok()?;
             return Some(r);
         }
@@ -463,6 +465,10 @@ impl Replicator {
             )
             .await
             .ok()?;
+        // The reference's answer becomes the client's: in the clients' ids, and what it minted
+        // is canonical from now on. (The primary's own values for this request, if it minted
+        // any, are not learned: it is suspect below or its next answers show them.)
+        let r = self.primary_to_canonical(&reference, e.seq, rule, r).await;
         if views_equal(primary.clone(), reference.clone()).await? {
             // The primary had applied it; the reference's answer is the answer.
             self.record_primary_answer(primary, e.seq, &r).await.ok()?;
@@ -592,7 +598,7 @@ impl Replicator {
             }
             if e.outcome_unknown(&primary.name) {
                 if let Some(outcome) = self
-                    .settle_primary(e, &primary, &extra, doubted, settle)
+                    .settle_primary(e, &primary, &compare(&e.request), &extra, doubted, settle)
                     .await
                 {
                     break outcome;
@@ -621,6 +627,9 @@ impl Replicator {
                 .await
             {
                 Ok(r) => {
+                    let r = self
+                        .primary_to_canonical(&primary, e.seq, &compare(&e.request), r)
+                        .await;
                     self.record_primary_answer(&primary, e.seq, &r)
                         .await
                         .map_err(|j| j.to_string())?;

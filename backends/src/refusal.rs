@@ -54,9 +54,7 @@ impl Replicator {
             let sent = if journaled {
                 self.dispatch(backend, seq, request, extra, timeout).await
             } else {
-                self.transport()
-                    .send(backend, request, extra, timeout)
-                    .await
+                self.send_translated(backend, request, extra, timeout).await
             };
             let (why, asked) = match &sent {
                 Ok(r) if is_refusal(refusals, r.status) => {

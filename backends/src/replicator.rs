@@ -35,6 +35,7 @@ use crate::watermark::Watermark;
 
 mod failover;
 mod membership;
+mod minting;
 mod readmission;
 mod transaction;
 
@@ -45,6 +46,7 @@ pub const REFUSED: &str = "refused: ";
 
 pub use failover::SwitchoverError;
 pub use membership::MembershipError;
+pub use minting::TranslationRules;
 pub use readmission::{IdentityCheck, Readmission, RejoinHook};
 
 pub use transaction::{TxnError, TxnMode, TxnOutcome, TxnReply};
@@ -179,6 +181,8 @@ pub struct Replicator {
     identity_check: Mutex<Option<readmission::IdentityCheck>>,
     /// The noise finder's session, while learning or after (see [`Replicator::learn_noise`]).
     noise: Mutex<Option<crate::noise_finder::Learning>>,
+    /// How a request's route translates minted values (see [`Replicator::set_translation`]).
+    translation: Mutex<Option<minting::Translation>>,
     /// Itself, for background work started from `&self`.
     me: std::sync::Weak<Replicator>,
 }
@@ -221,6 +225,7 @@ impl Replicator {
             probes: Mutex::new(Vec::new()),
             auto_rejoin: Mutex::new(None),
             noise: Mutex::new(None),
+            translation: Mutex::new(None),
             identity_check: Mutex::new(None),
         })
     }
@@ -415,6 +420,9 @@ impl Replicator {
     ) -> Result<Committed, ReplicationError> {
         // Released when this function returns: once the request committed or failed.
         let _hold = sub.hold.take();
+        if let Some(learning) = self.noise.lock().as_mut().filter(|l| l.active()) {
+            learning.saw_request(&sub.request);
+        }
         let admitted = self
             .admit(&sub.lane, sub.transaction.as_deref(), false)
             .await;
@@ -479,7 +487,7 @@ impl Replicator {
         // switchover, catch-up) must see it finished, not merely sent everywhere.
 
         let outcome = self
-            .send_to_primary(&primary, &primary_turn, &request, &extra, seq)
+            .send_to_primary(&primary, &primary_turn, &request, &extra, seq, &sub.compare)
             .await;
         drop(primary_turn);
         let response = match outcome {
@@ -611,6 +619,7 @@ impl Replicator {
         request: &RequestRecord,
         extra: &[Header],
         seq: Seq,
+        rule: &CompareRule,
     ) -> Result<ResponseRecord, TransportError> {
         let mut lost = self.primary_lost.subscribe();
         let generation = *lost.borrow_and_update();
@@ -631,7 +640,10 @@ impl Replicator {
             r = self.dispatch(primary, seq, request, extra, self.config.primary_timeout) => r,
             _ = &mut lost_since => Err(TransportError::Exchange("the primary was declared lost".into())),
         };
-        outcome
+        match outcome {
+            Ok(answer) => Ok(self.primary_to_canonical(primary, seq, rule, answer).await),
+            Err(e) => Err(e),
+        }
     }
 
     /// Hands out a seq and lane positions; waits while admission is fenced, or while the lane is
@@ -847,7 +859,7 @@ impl Replicator {
                 "the journal refused the dispatch record: {e}"
             )));
         }
-        let sent = self.transport.send(backend, request, extra, timeout).await;
+        let sent = self.send_translated(backend, request, extra, timeout).await;
         if let Err(error) = &sent {
             if error.not_delivered() {
                 // Certainly not received: a later catch-up or recovery may send it again.
@@ -926,6 +938,29 @@ impl Replicator {
             );
             return false;
         }
+        let translated = self
+            .learn_and_translate(backup, seq, compare, primary, response.clone())
+            .await;
+        let response = &match translated {
+            Ok(r) => r,
+            Err(minting::LearnError::Journal(e)) => {
+                warn!(backend = %backup.name, seq, error = %e, "journal could not record minted values");
+                self.change_state(
+                    backup,
+                    Some(BackendState::InSync),
+                    BackendState::Lagging,
+                    &format!("request {seq}: the journal could not record its minted values: {e}"),
+                );
+                return false;
+            }
+            Err(e) => {
+                warn!(backend = %backup.name, seq, error = %e, "backup diverged from the primary");
+                if self.eject_diverged(backup, &format!("request {seq}: {e}")) {
+                    return false;
+                }
+                response.clone()
+            }
+        };
         let ctx = self.pool.compare_context();
         {
             let mut noise = self.noise.lock();
@@ -953,13 +988,7 @@ impl Replicator {
                 (None, _) => String::new(),
             };
             warn!(backend = %backup.name, seq, %difference, ejected = eject, if_noise = rule.as_deref().unwrap_or("-"), "backup diverged from the primary");
-            if eject {
-                self.change_state(
-                    backup,
-                    Some(BackendState::InSync),
-                    BackendState::Diverged,
-                    &format!("request {seq}: {difference}{if_noise}"),
-                );
+            if self.eject_diverged(backup, &format!("request {seq}: {difference}{if_noise}")) {
                 return false;
             }
         }
@@ -967,6 +996,23 @@ impl Replicator {
         if let Err(e) = self.journal.record_ack(seq, &backup.name).await {
             warn!(seq, error = %e, "journal could not record an ack");
         }
+        true
+    }
+}
+
+impl Replicator {
+    /// A backup answered differently: `diverged` with `detail`, unless `[replication]
+    /// on_divergence` only logs. Returns whether it was ejected.
+    fn eject_diverged(&self, backup: &Backend, detail: &str) -> bool {
+        if self.config.on_divergence != OnDivergence::Eject {
+            return false;
+        }
+        self.change_state(
+            backup,
+            Some(BackendState::InSync),
+            BackendState::Diverged,
+            detail,
+        );
         true
     }
 }

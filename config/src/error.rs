@@ -299,6 +299,12 @@ pub enum ConfigError {
     )]
     InvalidJsonPointer { key: String, value: String },
 
+    /// A `mint` entry that is neither a JSON pointer nor `header:NAME`.
+    #[error(
+        "{key} = {value:?} is not a place in an answer; write a JSON pointer into the body (\"/id\", \"/items/*/id\", `*` for every member) or a response header (\"header:ETag\")"
+    )]
+    InvalidMintPlace { key: String, value: String },
+
     /// A probe's `request` that is not `"METHOD /path"`.
     #[error(
         "{key} = {value:?} is not a valid probe request: {reason}; write it like \"GET /accounts\""
@@ -367,6 +373,7 @@ impl ConfigError {
             | ConfigError::InvalidHeaderName { key, .. }
             | ConfigError::UnknownNoiseKind { key, .. }
             | ConfigError::InvalidJsonPointer { key, .. }
+            | ConfigError::InvalidMintPlace { key, .. }
             | ConfigError::InvalidProbe { key, .. }
             | ConfigError::InvalidPath { key, .. }
             | ConfigError::InvalidPrefix { key, .. }

@@ -19,8 +19,8 @@ pub use types::{
     AckPolicy, AdminConfig, BackendConfig, CatchupConfig, CheckpointConfig, CompareRule, Config,
     DispatchMode, EventsConfig, FsyncMode, GatewayConfig, HealthConfig, Hook, IdempotencyConfig,
     IdempotencyRule, InFlightPolicy, JournalConfig, LanePart, LaneTemplate, LogConfig, LogFormat,
-    MethodSet, NoiseConfig, NoiseKind, NoiseLearning, OnDivergence, PathPattern, ReplicationConfig,
-    RequestKind, ResetHook, Role, RouteRule, Segment, TransactionAck, TransactionsConfig,
-    VerifyConfig, ViewProbe,
+    MethodSet, MintPlace, NoiseConfig, NoiseKind, NoiseLearning, OnDivergence, PathPattern,
+    ReplicationConfig, RequestKind, ResetHook, Role, RouteRule, Segment, TRANSLATED_HEADERS,
+    TransactionAck, TransactionsConfig, TranslateRule, VerifyConfig, ViewProbe,
 };
 pub use validate::parse_backend_url;

@@ -460,6 +460,20 @@ pub(crate) struct RawRoute {
     pub(crate) transaction_ack: Option<RawTransactionAck>,
     #[serde(default)]
     pub(crate) refusals: Option<Vec<u64>>,
+    #[serde(default)]
+    pub(crate) mint: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) translate: Option<RawTranslate>,
+}
+
+/// `translate = { ... }` on a route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTranslate {
+    #[serde(default)]
+    pub(crate) headers: Vec<String>,
+    #[serde(default)]
+    pub(crate) numbers: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

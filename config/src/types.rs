@@ -409,6 +409,58 @@ pub struct CompareRule {
     /// Statuses that mean "not processed" (a refusal: `429`, `503`, ...): the primary's is not
     /// replicated, a backup's is retried rather than compared. Empty: every answer is compared.
     pub refusals: Vec<u16>,
+    /// Where the route's answers carry values the service minted (`mint = [...]` on the route):
+    /// each copy's value there is learned as its local form of the client's (canonical) value.
+    pub mint: Vec<MintPlace>,
+    /// How canonical values are translated in requests to a copy and back in its answers.
+    pub translate: TranslateRule,
+}
+
+/// One `mint` entry: a place in a response where the service puts a value it created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MintPlace {
+    /// A JSON pointer into the body, as reference tokens (unescaped); a token `*` matches every
+    /// member of an object or element of an array at its level.
+    Json(Vec<String>),
+    /// A response header, lowercased (`header:ETag`).
+    Header(String),
+}
+
+impl MintPlace {
+    /// The place as written in the configuration (`/items/*/id`, `header:etag`).
+    pub fn as_config(&self) -> String {
+        match self {
+            MintPlace::Json(tokens) => tokens
+                .iter()
+                .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
+                .collect(),
+            MintPlace::Header(name) => format!("header:{name}"),
+        }
+    }
+}
+
+/// Where a copy's requests carry canonical values to translate (`translate = { ... }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslateRule {
+    /// Lowercased request header names whose values are translated, token by token: by default
+    /// [`TRANSLATED_HEADERS`], plus those the route names.
+    pub headers: Vec<String>,
+    /// JSON numbers in bodies are translated too (services whose minted ids are numbers); off by
+    /// default, since amounts and counts are numbers as well.
+    pub numbers: bool,
+}
+
+/// The request headers translated on every route: the validators a client sends back and
+/// WebDAV's `Destination`.
+pub const TRANSLATED_HEADERS: &[&str] = &["if-match", "if-none-match", "if-range", "destination"];
+
+impl Default for TranslateRule {
+    fn default() -> Self {
+        TranslateRule {
+            headers: TRANSLATED_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
+            numbers: false,
+        }
+    }
 }
 
 /// One `[[routes]]` entry: what the config says about the requests it matches.

@@ -21,9 +21,9 @@ use crate::route::{check_method, parse_lane, parse_match};
 use crate::types::{
     AckPolicy, AdminConfig, BackendConfig, CatchupConfig, CheckpointConfig, CompareRule, Config,
     DispatchMode, EventsConfig, FsyncMode, GatewayConfig, HealthConfig, Hook, IdempotencyConfig,
-    IdempotencyRule, InFlightPolicy, JournalConfig, LogConfig, LogFormat, NoiseKind, OnDivergence,
-    ReplicationConfig, RequestKind, Role, RouteRule, TransactionAck, TransactionsConfig,
-    VerifyConfig, ViewProbe,
+    IdempotencyRule, InFlightPolicy, JournalConfig, LogConfig, LogFormat, MintPlace, NoiseKind,
+    OnDivergence, ReplicationConfig, RequestKind, Role, RouteRule, TransactionAck,
+    TransactionsConfig, TranslateRule, VerifyConfig, ViewProbe,
 };
 use crate::units::{parse_duration, parse_nonzero_duration, parse_size};
 
@@ -380,16 +380,36 @@ fn route(key: &str, raw: &RawRoute, default_refusals: &[u16]) -> Result<RouteRul
         Some(list) => Some(refusals(&format!("{key}.refusals"), list)?),
         None => None,
     };
-    let compare = match (&raw.compare, &own_refusals) {
+    let mint = match &raw.mint {
+        Some(places) => mint_places(&format!("{key}.mint"), places)?,
+        None => Vec::new(),
+    };
+    let translate = match &raw.translate {
+        Some(t) => {
+            let mut rule = TranslateRule::default();
+            for name in header_names(&format!("{key}.translate.headers"), &t.headers)? {
+                if !rule.headers.contains(&name) {
+                    rule.headers.push(name);
+                }
+            }
+            rule.numbers = t.numbers;
+            rule
+        }
+        None => TranslateRule::default(),
+    };
+    let own_rule = own_refusals.is_some() || raw.mint.is_some() || raw.translate.is_some();
+    let compare = match (&raw.compare, own_rule) {
         (Some(compare), _) => Some(compare_rule(&format!("{key}.compare"), compare)?),
-        (None, Some(_)) => Some(CompareRule::default()),
-        (None, None) => None,
+        (None, true) => Some(CompareRule::default()),
+        (None, false) => None,
     }
     .map(|rule| CompareRule {
         refusals: own_refusals
             .clone()
             .unwrap_or_else(|| default_refusals.to_vec()),
         route: Some(raw.matches.clone()),
+        mint,
+        translate,
         ..rule
     });
     Ok(RouteRule {
@@ -436,6 +456,8 @@ fn compare_rule(key: &str, raw: &RawCompare) -> Result<CompareRule, ConfigError>
         noise: noise_kinds(&format!("{key}.noise"), &raw.noise)?,
         refusals: Vec::new(),
         route: None,
+        mint: Vec::new(),
+        translate: TranslateRule::default(),
     })
 }
 
@@ -497,6 +519,8 @@ fn view_probe(key: &str, raw: &RawProbe) -> Result<ViewProbe, ConfigError> {
         noise: noise_kinds(&format!("{key}.noise"), &raw.noise)?,
         refusals: Vec::new(),
         route: None,
+        mint: Vec::new(),
+        translate: TranslateRule::default(),
     };
     Ok(ViewProbe {
         method,
@@ -832,6 +856,33 @@ fn header_names(key: &str, values: &[String]) -> Result<Vec<String>, ConfigError
             header_name(&format!("{key}[{i}]"), value).map(|name| name.as_str().to_owned())
         })
         .collect()
+}
+
+/// `mint` entries: JSON pointers (a token `*` for every member) or `header:NAME`.
+fn mint_places(key: &str, values: &[String]) -> Result<Vec<MintPlace>, ConfigError> {
+    let mut places = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        let place = if let Some(name) = value.strip_prefix("header:") {
+            MintPlace::Header(header_name(&key, name)?.as_str().to_owned())
+        } else if is_json_pointer(value) && !value.is_empty() {
+            MintPlace::Json(
+                value[1..]
+                    .split('/')
+                    .map(|t| t.replace("~1", "/").replace("~0", "~"))
+                    .collect(),
+            )
+        } else {
+            return Err(ConfigError::InvalidMintPlace {
+                key,
+                value: value.clone(),
+            });
+        };
+        if !places.contains(&place) {
+            places.push(place);
+        }
+    }
+    Ok(places)
 }
 
 fn json_pointers(key: &str, values: &[String]) -> Result<Vec<String>, ConfigError> {

@@ -70,6 +70,10 @@ fn every_key_of_the_parser_is_documented_and_every_documented_key_exists() {
             format!("{BACKEND}[[routes]]\nmatch = \"POST /x\"\ncompare = {{ zzz = 1 }}\n"),
         ),
         (
+            "### `translate`",
+            format!("{BACKEND}[[routes]]\nmatch = \"POST /x\"\ntranslate = {{ zzz = 1 }}\n"),
+        ),
+        (
             "### `[[verify.probes]]`",
             format!("{BACKEND}[[verify.probes]]\nrequest = \"GET /x\"\nzzz = 1\n"),
         ),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use lockstep_demo::{Faults, Implementation};
+use lockstep_demo::{Faults, Ids, Implementation};
 use tokio::net::TcpListener;
 
 /// The exit code for a configuration the service cannot run with (EX_USAGE).
@@ -41,6 +41,13 @@ struct Cli {
     /// and its own `ETag`.
     #[arg(long)]
     noise: bool,
+    /// How account ids look over HTTP. `random` ids are 16 hex digits (JSON strings), different
+    /// on every instance given the same requests, as minted UUIDs are: each instance draws a
+    /// secret key (kept in the sqlite data directory, so a restart shows the same ids; carried by
+    /// /admin/export and adopted by /admin/import). A data directory keeps the kind it was
+    /// created with.
+    #[arg(long, value_enum, default_value_t = Ids::Sequential)]
+    ids: Ids,
 }
 
 #[tokio::main]
@@ -55,13 +62,14 @@ async fn main() -> ExitCode {
         )
         .init();
 
-    let store = match lockstep_demo::open_store(cli.implementation, cli.data.as_deref()) {
-        Ok(store) => store,
-        Err(e) => {
-            eprintln!("invalid configuration: {e}");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
-    };
+    let store =
+        match lockstep_demo::open_store_with(cli.implementation, cli.data.as_deref(), cli.ids) {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("invalid configuration: {e}");
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+        };
     let faults = Faults {
         diverge_after: cli.diverge_after,
         delay: cli.delay,

@@ -4,9 +4,11 @@
 //! real service.
 //!
 //! Every answer gains `X-Served-By` (this instance's `http://addr`), `X-Generated-At` (now, RFC
-//! 3339), `X-Trace-Id` (a UUID minted per request) and an `ETag` of its own; a `201 Created`
-//! account also gets an absolute `Location` built from this instance's address, as services that
-//! know their own listen address do.
+//! 3339 to the microsecond: a backup answers after the primary, and two copies within one
+//! millisecond would otherwise agree by chance), `X-Trace-Id` (a UUID minted per request) and an
+//! `ETag` of its own; a `201 Created` account also gets an absolute `Location` built from this
+//! instance's address and the account's id (a number, or a random id), as services that know
+//! their own listen address do.
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
@@ -38,9 +40,14 @@ async fn add_noise(origin: &str, request: Request, next: Next) -> Response {
         let bytes = axum::body::to_bytes(body, usize::MAX)
             .await
             .unwrap_or_default();
+        // A number, or a string with random ids.
         let id = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
-            .and_then(|v| v["id"].as_u64());
+            .and_then(|v| match &v["id"] {
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                serde_json::Value::String(s) => Some(s.clone()),
+                _ => None,
+            });
         response = Response::from_parts(parts, Body::from(bytes));
         if let Some(id) = id {
             insert(&mut response, "location", format!("{origin}/accounts/{id}"));
@@ -50,7 +57,7 @@ async fn add_noise(origin: &str, request: Request, next: Next) -> Response {
     insert(
         &mut response,
         "x-generated-at",
-        humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
     );
     insert(&mut response, "x-trace-id", uuid());
     insert(&mut response, "etag", format!("\"{:016x}\"", random()));

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::account::{AccountId, Snapshot};
+use crate::ids::PublicId;
 
 /// The largest amount a single deposit, withdrawal or transfer may move. Small enough that
 /// no one request can overflow an `i64` balance on its own.
@@ -31,7 +32,7 @@ pub(crate) enum BadRequest {
     #[error("amount must be a positive integer no larger than {MAX_AMOUNT}, got {0}")]
     AmountOutOfRange(i64),
     #[error("from and to must be different accounts, got {0} for both")]
-    SelfTransfer(AccountId),
+    SelfTransfer(PublicId),
 }
 
 #[derive(Deserialize)]
@@ -52,6 +53,24 @@ struct TransferBody {
     from: AccountId,
     to: AccountId,
     amount: i64,
+}
+
+/// A transfer body with random ids: the accounts as strings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedTransferBody {
+    from: String,
+    to: String,
+    amount: i64,
+}
+
+/// A transfer whose accounts are named by their public ids (random ids), checked but for
+/// whether those ids name accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NamedTransfer {
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) amount: i64,
 }
 
 /// A checked transfer order.
@@ -110,9 +129,20 @@ pub(crate) fn parse_transfer(body: &[u8]) -> Result<TransferOrder, BadRequest> {
     let TransferBody { from, to, amount } = parse(body)?;
     let amount = check_amount(amount)?;
     if from == to {
-        return Err(BadRequest::SelfTransfer(from));
+        return Err(BadRequest::SelfTransfer(PublicId::Number(from)));
     }
     Ok(TransferOrder { from, to, amount })
+}
+
+/// Parses `{"from": STRING, "to": STRING, "amount": N}`, the transfer of a bank with random
+/// ids. The same text twice is a self-transfer (public ids are one spelling per account).
+pub(crate) fn parse_named_transfer(body: &[u8]) -> Result<NamedTransfer, BadRequest> {
+    let NamedTransferBody { from, to, amount } = parse(body)?;
+    let amount = check_amount(amount)?;
+    if from == to {
+        return Err(BadRequest::SelfTransfer(PublicId::Text(from)));
+    }
+    Ok(NamedTransfer { from, to, amount })
 }
 
 /// Parses a snapshot for `POST /admin/import`. Only its shape is checked here; whether it is

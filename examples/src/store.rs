@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::account::{Account, AccountId, Snapshot, Transfer};
+use crate::ids::{IdKey, Ids};
 use crate::request::{self, TransferOrder};
 
 mod memory;
@@ -55,13 +56,18 @@ pub trait Store: Send + Sync + 'static {
     fn transfer(&self, order: TransferOrder) -> Result<Transfer, StoreError>;
     /// Closes an account whose balance is 0.
     fn close_account(&self, id: AccountId) -> Result<(), StoreError>;
-    /// Empties the bank: no accounts, and the next account opened gets id 1 again.
+    /// Empties the bank: no accounts, and the next account opened gets id 1 again. The id
+    /// space stays: with random ids, that account shows the id account 1 showed before.
     fn reset(&self) -> Result<(), StoreError>;
-    /// The whole state: every account, ordered by id, and the next id.
+    /// The whole state: every account, ordered by id, the next id and the id key.
     fn export(&self) -> Result<Snapshot, StoreError>;
-    /// Replaces the whole state with `snapshot`'s, after `check_snapshot` accepted it. From
-    /// then on the store answers exactly like the store the snapshot was exported from.
+    /// Replaces the whole state with `snapshot`'s, after `check_snapshot` accepted it (which
+    /// includes that its ids are of this store's kind), adopting its id key. From then on the
+    /// store answers exactly like the store the snapshot was exported from.
     fn import(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+    /// The key of the bank's random id space, or `None` when its ids are sequential. Set when
+    /// the bank is created, replaced only by an import.
+    fn id_key(&self) -> Option<IdKey>;
     /// Whether calls may wait on disk, so the HTTP layer must keep them off the async
     /// runtime's worker threads.
     fn blocks(&self) -> bool;
@@ -89,18 +95,43 @@ pub enum OpenError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error(
+        "the bank in {path} has {found} ids, not {wanted} (a bank's id space is chosen when it is created): start it with --ids {found}, or use another data directory"
+    )]
+    IdsMismatch {
+        path: PathBuf,
+        found: &'static str,
+        wanted: &'static str,
+    },
+    #[error("the id key stored in {path} is not 32 lowercase hex digits")]
+    InvalidIdKey { path: PathBuf },
 }
 
-/// Opens the chosen store. `data_dir` is required for sqlite and ignored for memory.
+/// Opens the chosen store with sequential ids. `data_dir` is required for sqlite and ignored
+/// for memory.
 pub fn open_store(
     implementation: Implementation,
     data_dir: Option<&Path>,
 ) -> Result<Arc<dyn Store>, OpenError> {
+    open_store_with(implementation, data_dir, Ids::Sequential)
+}
+
+/// Opens the chosen store with `ids` as its id space. A new bank with random ids draws its
+/// key; a sqlite bank that exists keeps the one it has, and must have been created with the
+/// same `ids`.
+pub fn open_store_with(
+    implementation: Implementation,
+    data_dir: Option<&Path>,
+    ids: Ids,
+) -> Result<Arc<dyn Store>, OpenError> {
     match implementation {
-        Implementation::Memory => Ok(Arc::new(MemoryStore::new())),
+        Implementation::Memory => Ok(Arc::new(match ids {
+            Ids::Sequential => MemoryStore::new(),
+            Ids::Random => MemoryStore::with_random_ids(IdKey::generate()),
+        })),
         Implementation::Sqlite => {
             let dir = data_dir.ok_or(OpenError::MissingDataDir)?;
-            Ok(Arc::new(SqliteStore::open_in(dir)?))
+            Ok(Arc::new(SqliteStore::open_with(dir, ids)?))
         }
     }
 }
@@ -142,11 +173,25 @@ fn id_after(id: AccountId) -> Result<AccountId, StoreError> {
     id.checked_add(1).ok_or(StoreError::IdsExhausted)
 }
 
-/// Refuses a snapshot that no bank could have reached: `next_id` below 1, an id outside
+/// Refuses a snapshot that no bank could have reached, or not this one: ids of the other kind
+/// than the store's (`random`: whether it has an id key), `next_id` below 1, an id outside
 /// `1..next_id` or twice, a negative balance, or an owner `POST /accounts` would refuse.
 /// Accounts may come in any order.
-fn check_snapshot(snapshot: &Snapshot) -> Result<(), StoreError> {
+fn check_snapshot(snapshot: &Snapshot, random: bool) -> Result<(), StoreError> {
     let invalid = |detail: String| Err(StoreError::InvalidSnapshot(detail));
+    match (random, snapshot.id_key.is_some()) {
+        (true, false) => {
+            return invalid(
+                "this bank's ids are random and the snapshot has no id_key (it comes from a bank with sequential ids)".into(),
+            );
+        }
+        (false, true) => {
+            return invalid(
+                "this bank's ids are sequential and the snapshot has an id_key (it comes from a bank with random ids)".into(),
+            );
+        }
+        _ => {}
+    }
     let next_id = snapshot.next_id;
     if next_id < 1 {
         return invalid(format!("next_id must be at least 1, got {next_id}"));

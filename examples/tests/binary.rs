@@ -201,3 +201,96 @@ async fn sqlite_without_a_data_dir_is_an_invalid_configuration() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.starts_with("invalid configuration: "), "{stderr}");
 }
+
+#[tokio::test]
+async fn ids_flag_makes_ids_random_and_a_data_directory_keeps_its_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().expect("utf-8 temp path");
+    let random = [
+        "--implementation",
+        "sqlite",
+        "--data",
+        data,
+        "--ids",
+        "random",
+    ];
+    let process = launch(&random).await;
+    let client = reqwest::Client::new();
+    let opened = send(
+        &client,
+        &process.url,
+        "POST",
+        "/accounts",
+        Some(r#"{"owner":"ada"}"#),
+    )
+    .await;
+    let id: serde_json::Value = serde_json::from_slice(&opened.body).unwrap();
+    let id = id["id"]
+        .as_str()
+        .expect("a random id is a string")
+        .to_owned();
+    assert_eq!(id.len(), 16, "{id}");
+    process.terminate().await;
+
+    let again = launch(&random).await;
+    let shown = send(&client, &again.url, "GET", &format!("/accounts/{id}"), None).await;
+    assert_eq!(shown.status, 200, "the same id after a restart");
+    again.terminate().await;
+
+    let output = Command::new(env!("CARGO_BIN_EXE_lockstep-demo"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--implementation",
+            "sqlite",
+            "--data",
+            data,
+        ])
+        .output()
+        .await
+        .expect("binary runs");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("invalid configuration: ") && stderr.contains("--ids random"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn help_describes_the_ids_flag() {
+    let output = Command::new(env!("CARGO_BIN_EXE_lockstep-demo"))
+        .arg("--help")
+        .output()
+        .await
+        .expect("binary runs");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--ids <IDS>"), "{help}");
+    assert!(
+        help.contains("sequential") && help.contains("random"),
+        "{help}"
+    );
+    assert!(help.contains("16 hex digits"), "{help}");
+}
+
+#[tokio::test]
+async fn noise_names_a_new_account_by_its_random_id() {
+    let process = launch(&["--implementation", "memory", "--ids", "random", "--noise"]).await;
+    let client = reqwest::Client::new();
+    let opened = send(
+        &client,
+        &process.url,
+        "POST",
+        "/accounts",
+        Some(r#"{"owner":"ada"}"#),
+    )
+    .await;
+    let body: serde_json::Value = serde_json::from_slice(&opened.body).unwrap();
+    let id = body["id"].as_str().expect("a random id is a string");
+    assert_eq!(
+        opened.header("location"),
+        Some(format!("{}/accounts/{id}", process.url))
+    );
+    process.terminate().await;
+}

@@ -23,6 +23,9 @@ pub(crate) struct CheckpointInfo {
     pub bytes: u64,
     /// Seconds since the Unix epoch.
     pub taken_at: u64,
+    /// How many minted-identifier pairs of the source copy it carries.
+    #[serde(default)]
+    pub ids: u64,
 }
 
 #[derive(Debug)]
@@ -48,6 +51,11 @@ impl CheckpointStore {
         self.dir.join(format!("{seq:020}.checkpoint"))
     }
 
+    /// The source copy's minted-identifier pairs, as JSON `[[seq, [[canonical, local], ...]], ...]`.
+    fn ids_path(&self, seq: Seq) -> PathBuf {
+        self.dir.join(format!("{seq:020}.ids.json"))
+    }
+
     fn info_path(&self, seq: Seq) -> PathBuf {
         self.dir.join(format!("{seq:020}.json"))
     }
@@ -57,7 +65,9 @@ impl CheckpointStore {
         let mut all = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            if path.extension().is_none_or(|e| e != "json") {
+            if path.extension().is_none_or(|e| e != "json")
+                || path.to_string_lossy().ends_with(".ids.json")
+            {
                 continue;
             }
             let Ok(text) = fs::read(&path) else { continue };
@@ -78,7 +88,15 @@ impl CheckpointStore {
 
     pub(crate) fn load(&self, info: &CheckpointInfo) -> std::io::Result<Checkpoint> {
         let data = fs::read(self.data_path(info.seq))?;
+        let ids = match fs::read(self.ids_path(info.seq)) {
+            Ok(text) => serde_json::from_slice(&text)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+            // Taken from a copy that had learned none (or by a version without them).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
         Ok(Checkpoint {
+            ids,
             seq: info.seq,
             source: info.source.clone(),
             implementation: info.implementation.clone(),
@@ -106,15 +124,21 @@ impl CheckpointStore {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            ids: checkpoint.ids.iter().map(|(_, g)| g.len() as u64).sum(),
         };
         // Data first: a description is only listed when its data is complete.
         write_atomically(&self.data_path(info.seq), &checkpoint.data)?;
+        if !checkpoint.ids.is_empty() {
+            let ids = serde_json::to_vec(&checkpoint.ids).expect("pairs serialize");
+            write_atomically(&self.ids_path(info.seq), &ids)?;
+        }
         let text = serde_json::to_vec_pretty(&info).expect("descriptions serialize");
         write_atomically(&self.info_path(info.seq), &text)?;
         let all = self.list()?;
         for old in all.iter().take(all.len().saturating_sub(keep)) {
             let _ = fs::remove_file(self.info_path(old.seq));
             let _ = fs::remove_file(self.data_path(old.seq));
+            let _ = fs::remove_file(self.ids_path(old.seq));
         }
         fs::File::open(&self.dir)?.sync_all()?;
         Ok(info)
@@ -143,6 +167,7 @@ mod tests {
             content_type: Some("application/json".into()),
             data: Bytes::from(format!("state at {seq}")),
             taken_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            ids: vec![(seq, vec![("canonical".into(), format!("local-{seq}"))])],
         }
     }
 
@@ -161,6 +186,14 @@ mod tests {
         assert_eq!(loaded.data, Bytes::from("state at 30"));
         assert_eq!(loaded.content_type.as_deref(), Some("application/json"));
         assert_eq!(loaded.taken_at, checkpoint(30).taken_at);
+        assert_eq!(loaded.ids, checkpoint(30).ids, "the source's minted ids");
+        assert_eq!(latest.ids, 1);
+        assert!(
+            !dir.path()
+                .join("checkpoints/00000000000000000010.ids.json")
+                .exists(),
+            "a dropped checkpoint's ids go with it"
+        );
         // Reopened: the same, and leftovers of an interrupted write are gone.
         fs::write(
             dir.path().join("checkpoints/00000000000000000040.tmp"),

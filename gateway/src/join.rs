@@ -362,12 +362,23 @@ async fn seed(shared: &Shared, backend: &Backend, checkpoint: &Checkpoint) -> Re
             BackendState::Lagging,
             &format!("the checkpoint import failed: {reason}"),
         );
-        CheckpointError::Import {
+        AddError::from(CheckpointError::Import {
             backend: backend.name.clone(),
             reason,
-        }
-        .into()
-    })
+        })
+    })?;
+    // It now holds the source's ids.
+    shared
+        .replicator
+        .adopt_ids(backend, &checkpoint.ids)
+        .await
+        .map_err(|e| {
+            AddError::from(CheckpointError::Import {
+                backend: backend.name.clone(),
+                reason: format!("its minted identifiers could not be journaled: {e}"),
+            })
+        })?;
+    Ok(())
 }
 
 async fn catch_up(

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use lockstep_backends::{Committed, Submission};
 use lockstep_classifiers::Classification;
 use lockstep_config::{IdempotencyRule, InFlightPolicy, RequestKind};
-use lockstep_journal::{EntryState, IdempotencyKey, RequestRecord};
+use lockstep_journal::{EntryState, IdempotencyKey, RequestRecord, ResponseRecord};
 use pingora::http::{HeaderNameVariant, RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -552,6 +552,40 @@ impl GatewayProxy {
         self.respond_with(session, committed, replayed, &[]).await
     }
 
+    /// A read while the primary's ids are not the clients' (a promoted copy of a service that
+    /// mints them): sent through the replication transport, in the primary's ids, and answered
+    /// in the clients'.
+    async fn handle_translated_read(
+        &self,
+        session: &mut Session,
+        class: Classification,
+    ) -> Result<()> {
+        let request = match self.read_request(session).await {
+            Ok(r) => r,
+            Err(e) => return self.respond_error_and_close(session, &e).await,
+        };
+        let replicator = &self.shared.replicator;
+        let primary = replicator.pool().primary();
+        let timeout = replicator.config().primary_timeout;
+        let answer = match replicator
+            .send_translated(&primary, &request, &[], timeout)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => {
+                let error = GatewayError::Unavailable(format!(
+                    "the primary {} did not answer: {e}",
+                    primary.name
+                ));
+                return self.respond_error(session, &error).await;
+            }
+        };
+        let rule = self.shared.classifier.compare_rule(&class);
+        let response = replicator.answer_to_canonical(&primary, rule, answer);
+        self.write_record(session, &response, None, &primary.name, false, &[])
+            .await
+    }
+
     /// The committed response, with the gateway's headers and `extra`.
     async fn respond_with(
         &self,
@@ -560,8 +594,30 @@ impl GatewayProxy {
         replayed: bool,
         extra: &[(&'static str, String)],
     ) -> Result<()> {
+        let seq = (!committed.refused).then_some(committed.seq);
+        self.write_record(
+            session,
+            &committed.response,
+            seq,
+            &committed.primary,
+            replayed,
+            extra,
+        )
+        .await
+    }
+
+    /// Writes a whole response: its end-to-end headers, the gateway's (`Lockstep-Sequence` when
+    /// `seq` is given), then `extra`.
+    async fn write_record(
+        &self,
+        session: &mut Session,
+        response: &ResponseRecord,
+        seq: Option<u64>,
+        primary: &str,
+        replayed: bool,
+        extra: &[(&'static str, String)],
+    ) -> Result<()> {
         self.close_if_stopping(session);
-        let response = &committed.response;
         let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 3))?;
         let nominated: Vec<String> = response
             .header("connection")
@@ -578,11 +634,11 @@ impl GatewayProxy {
             }
         }
         header.insert_header("Content-Length", response.body.len().to_string())?;
-        if !committed.refused {
-            // A refused request has no place in the history the client could wait for.
-            header.insert_header("Lockstep-Sequence", committed.seq.to_string())?;
+        // A refused request has no place in the history the client could wait for.
+        if let Some(seq) = seq {
+            header.insert_header("Lockstep-Sequence", seq.to_string())?;
         }
-        header.insert_header("Lockstep-Primary", committed.primary.as_str())?;
+        header.insert_header("Lockstep-Primary", primary)?;
         if replayed {
             header.insert_header("Idempotent-Replayed", "true")?;
             metrics::counter!("lockstep_idempotent_replays_total").increment(1);
@@ -787,6 +843,12 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
         match class.kind {
+            RequestKind::Read if !self.shared.replicator.pool().primary().ids.is_identity() => {
+                // The primary is a promoted copy whose ids differ from the clients': the read
+                // is translated both ways, so it is buffered instead of streamed.
+                self.handle_translated_read(session, class).await?;
+                Ok(true)
+            }
             RequestKind::Read => Ok(false),
             RequestKind::Logical => {
                 let Some(_slot) = InFlightSlot::take(&self.shared) else {

@@ -149,6 +149,13 @@ impl Gateway {
             io: repl.primary_timeout,
             connector: connector.clone(),
         };
+        // A probe reads in each copy's own ids and is compared in the clients': the route its
+        // request matches says how values are translated.
+        let mut config = config;
+        for probe in &mut config.verify.probes {
+            let class = classifier.classify(&probe.method, &probe.path, &http::HeaderMap::new());
+            probe.compare.translate = classifier.compare_rule(&class).translate.clone();
+        }
         replicator.set_probes(config.verify.probes.clone());
         if let Some(learn) = config.noise.learn {
             replicator.learn_noise(match learn {
@@ -175,6 +182,23 @@ impl Gateway {
             logical_in_flight: Default::default(),
             read_peers: Default::default(),
         });
+        {
+            // Each request is translated to a copy's minted ids by its route's rule.
+            let weak = Arc::downgrade(&shared);
+            shared.replicator.set_translation(Arc::new(move |request| {
+                weak.upgrade()
+                    .map(|shared| {
+                        let classifier = &shared.classifier;
+                        let class = classifier.classify(
+                            &request.method,
+                            &request.uri,
+                            &http::HeaderMap::new(),
+                        );
+                        classifier.compare_rule(&class).translate.clone()
+                    })
+                    .unwrap_or_default()
+            }));
+        }
         if auto_rejoin {
             let weak = Arc::downgrade(&shared);
             shared.replicator.set_auto_rejoin(Arc::new(move |name| {
@@ -633,6 +657,10 @@ impl Gateway {
         // Admin requests that fence and unfence (verify, checkpoint, rejoin, promote...) wait until
         // admission opens here: their unfence would admit requests in the middle of the recovery.
         let _one_change = self.shared.replicator.hold_topology().await;
+        let ids = self.shared.replicator.restore_ids().await?;
+        if ids > 0 {
+            tracing::info!(pairs = ids, "restored the copies' minted identifiers");
+        }
         let report = self
             .shared
             .replicator

@@ -9,10 +9,16 @@
 //! acknowledged before its loss; at the end every acknowledged deposit must be on every backend
 //! exactly once.
 //!
+//! With random ids (odd seeds, or `CHAOS_IDS=random`) every bank runs `--ids random`, so each
+//! copy shows its own ids for the same accounts, and the account-opening route declares
+//! `mint = ["/id"]`: the writers use the ids they were given, the gateway translates them for
+//! every copy, and the copies are compared modulo ids (accounts in creation order, by owner).
+//!
 //! Run by `scripts/chaos` (release build); ignored in the normal test run for its length.
 //! Environment: `CHAOS_SEED` (default: drawn), `CHAOS_SECONDS` (the fault phase, default 150),
-//! `CHAOS_DIR` (where data and logs go; default: a new temporary directory). The last line
-//! printed is the JSON summary. On a violation the directory is kept and the test fails.
+//! `CHAOS_DIR` (where data and logs go; default: a new temporary directory), `CHAOS_IDS`
+//! (`sequential` or `random`; default: by the seed). The last line printed is the JSON summary.
+//! On a violation the directory is kept and the test fails.
 
 #[path = "support/procs.rs"]
 mod procs;
@@ -33,7 +39,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-/// Writers, each depositing into its own account (writer w → account w+1).
+/// Writers, each depositing into its own account (writer w's, owned by `w{w}`).
 const WRITERS: usize = 4;
 /// A deposit not done after this long is given up (and counted as stuck).
 const STUCK_AFTER: Duration = Duration::from_secs(120);
@@ -232,6 +238,8 @@ fn namespaces(n: usize) -> Result<Vec<Netns>, String> {
 struct Backend {
     name: String,
     implementation: &'static str,
+    /// `--ids`: `sequential` or `random`.
+    ids: &'static str,
     data: PathBuf,
     log: PathBuf,
     netns: Option<Netns>,
@@ -242,13 +250,20 @@ struct Backend {
 }
 
 impl Backend {
-    fn start(name: &str, implementation: &'static str, dir: &Path, netns: Option<Netns>) -> Self {
+    fn start(
+        name: &str,
+        implementation: &'static str,
+        ids: &'static str,
+        dir: &Path,
+        netns: Option<Netns>,
+    ) -> Self {
         let host = netns
             .as_ref()
             .map_or_else(|| "127.0.0.1".to_owned(), |n| n.ip.clone());
         let mut b = Backend {
             name: name.to_owned(),
             implementation,
+            ids,
             data: dir.join(name),
             log: dir.join(format!("backend-{name}.log")),
             netns,
@@ -282,6 +297,8 @@ impl Backend {
                 listen,
                 "--implementation",
                 self.implementation,
+                "--ids",
+                self.ids,
                 "--data",
             ])
             .arg(&self.data)
@@ -584,6 +601,8 @@ struct Load {
     /// Deposits acknowledged so far, by writer.
     acked: Arc<Vec<AtomicU64>>,
     statuses: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Each writer's account id, as the gateway gave it.
+    ids: Vec<String>,
     tasks: Vec<tokio::task::JoinHandle<WriterLog>>,
 }
 
@@ -592,6 +611,38 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// The `id` of a JSON account, as text: a number, or a string with random ids.
+fn account_id(account: &Value) -> Option<String> {
+    match &account["id"] {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Writer `w`'s account in a backend's `GET /accounts`, found by its owner: with random ids
+/// each copy names it differently.
+fn account_of(accounts: &[Value], w: usize) -> Option<&Value> {
+    let owner = format!("w{w}");
+    accounts.iter().find(|a| a["owner"] == owner.as_str())
+}
+
+/// A `GET /accounts` answer without the ids: what copies with random ids must agree on (the
+/// accounts in creation order, their owners and balances). Not JSON: the text as it is.
+fn modulo_ids(view: &str) -> String {
+    match serde_json::from_str::<Vec<Value>>(view) {
+        Ok(mut accounts) => {
+            for a in &mut accounts {
+                if let Some(fields) = a.as_object_mut() {
+                    fields.remove("id");
+                }
+            }
+            Value::Array(accounts).to_string()
+        }
+        Err(_) => view.to_owned(),
+    }
 }
 
 /// The `error` code of a JSON error body.
@@ -649,6 +700,7 @@ impl Load {
     async fn start(base: &str, prefix: &str, timeline: Arc<Timeline>) -> Load {
         let c = client();
         let statuses: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+        let mut ids = Vec::new();
         for w in 0..WRITERS {
             let body = format!("{{\"owner\":\"w{w}\"}}");
             let (status, text) = keyed(
@@ -662,6 +714,11 @@ impl Load {
             .await
             .expect("accounts open before any fault");
             assert_eq!(status, 201, "opening account {}: {text}", w + 1);
+            let id = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| account_id(&v))
+                .unwrap_or_else(|| panic!("an opened account has an id: {text}"));
+            ids.push(id);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(AtomicU64::new(0));
@@ -679,9 +736,9 @@ impl Load {
                 timeline.clone(),
             );
             let prefix = prefix.to_owned();
+            let path = format!("/accounts/{}/deposit", ids[w]);
             tasks.push(tokio::spawn(async move {
                 let mut log = WriterLog::default();
-                let path = format!("/accounts/{}/deposit", w + 1);
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     tokio::time::sleep(WRITER_PAUSE).await;
@@ -739,6 +796,7 @@ impl Load {
             progress,
             acked,
             statuses,
+            ids,
             tasks,
         }
     }
@@ -1060,10 +1118,7 @@ impl Chaos {
             .iter()
             .enumerate()
             .filter_map(|(w, floor)| {
-                let balance = accounts
-                    .iter()
-                    .find(|a| a["id"] == (w + 1) as u64)
-                    .and_then(|a| a["balance"].as_u64());
+                let balance = account_of(&accounts, w).and_then(|a| a["balance"].as_u64());
                 balance.is_none_or(|b| b < *floor).then(|| {
                     format!(
                         "account {} holds {balance:?}, {floor} acknowledged before",
@@ -1480,10 +1535,19 @@ impl Chaos {
 // ---------------------------------------------------------------------------------------------
 // The run
 
-fn config_body(backends: &[Backend], fsync: &str, per_account_lanes: bool) -> String {
+fn config_body(
+    backends: &[Backend],
+    fsync: &str,
+    per_account_lanes: bool,
+    random_ids: bool,
+) -> String {
     let mut s = format!(
         "fsync = \"{fsync}\"\n\n[health]\ninterval = \"100ms\"\ntimeout = \"250ms\"\nidentity_header = \"x-boot-id\"\n\n[replication]\nbackup_timeout = \"2s\"\nprimary_timeout = \"2s\"\n\n[checkpoint]\nexport = {{ request = \"GET /admin/export\" }}\nimport = {{ request = \"POST /admin/import\" }}\nevery = 5000\nkeep = 2\n\n[[verify.probes]]\nrequest = \"GET /accounts\"\n"
     );
+    if random_ids {
+        // Each copy names a new account its own way: the client gets the primary's id.
+        s.push_str("\n[[routes]]\nmatch = \"POST /accounts\"\nmint = [\"/id\"]\n");
+    }
     if per_account_lanes {
         s.push_str(
             "\n[[routes]]\nmatch = \"POST /accounts/{id}/deposit\"\nkind = \"logical\"\nlane = \"{id}\"\n",
@@ -1508,10 +1572,7 @@ fn tally(view: &str, logs: &[WriterLog]) -> Result<(u64, u64), String> {
     let mut lost = 0;
     let mut duplicated = accounts.len().saturating_sub(logs.len()) as u64;
     for (w, log) in logs.iter().enumerate() {
-        let balance = accounts
-            .iter()
-            .find(|a| a["id"] == (w + 1) as u64)
-            .and_then(|a| a["balance"].as_u64());
+        let balance = account_of(&accounts, w).and_then(|a| a["balance"].as_u64());
         let Some(balance) = balance else {
             lost += log.done + 1;
             continue;
@@ -1549,6 +1610,14 @@ async fn chaos() {
     // The options this seed stands for.
     let fsync = ["always", "batch", "never"][rng.random_range(0..3)];
     let per_account_lanes = rng.random_bool(0.5);
+    // Not drawn from the RNG, so that a seed keeps the schedule it had before random ids.
+    let random_ids = match std::env::var("CHAOS_IDS").as_deref() {
+        Ok("random") => true,
+        Ok("sequential") => false,
+        Ok("") | Err(_) => seed % 2 == 1,
+        Ok(other) => panic!("CHAOS_IDS is sequential or random, not {other:?}"),
+    };
+    let ids = if random_ids { "random" } else { "sequential" };
     let sqlite_at = rng.random_range(0..3);
     let implementations: Vec<&'static str> = (0..3)
         .map(|i| {
@@ -1568,10 +1637,10 @@ async fn chaos() {
         .iter()
         .zip(&implementations)
         .zip(netns.iter_mut())
-        .map(|((name, imp), ns)| Backend::start(name, imp, &dir, ns.take()))
+        .map(|((name, imp), ns)| Backend::start(name, imp, ids, &dir, ns.take()))
         .collect();
     timeline.say(&format!(
-        "seed {seed}: {seconds} s of faults, fsync={fsync}, lanes={}, backends {}, partitions {}, data in {}",
+        "seed {seed}: {seconds} s of faults, fsync={fsync}, lanes={}, ids={ids}, backends {}, partitions {}, data in {}",
         if per_account_lanes { "per-account" } else { "global" },
         backends
             .iter()
@@ -1584,7 +1653,10 @@ async fn chaos() {
         },
         dir.display()
     ));
-    let mut gateway = Gateway::new(&dir, &config_body(&backends, fsync, per_account_lanes));
+    let mut gateway = Gateway::new(
+        &dir,
+        &config_body(&backends, fsync, per_account_lanes, random_ids),
+    );
     gateway.spawn(None);
     gateway
         .ready(Duration::from_secs(60))
@@ -1661,6 +1733,7 @@ async fn chaos() {
         "{faults} faults in {} s; stopping the load",
         started.elapsed().as_secs()
     ));
+    let writer_ids = load.ids.clone();
     let stopped = tokio::time::timeout(STUCK_AFTER + Duration::from_secs(30), load.stop()).await;
     let Ok((logs, statuses)) = stopped else {
         panic!("the writers did not stop; data in {}", dir.display());
@@ -1698,12 +1771,48 @@ async fn chaos() {
             Err(e) => chaos.violation("views-differ", &format!("{name}: {e}")),
         }
     }
+    // With random ids each copy shows its own: they must agree on everything else.
+    let comparable = |view: &str| {
+        if random_ids {
+            modulo_ids(view)
+        } else {
+            view.to_owned()
+        }
+    };
     for (name, view) in views.iter().skip(1) {
-        if *view != views[0].1 {
+        if comparable(view) != comparable(&views[0].1) {
             chaos.violation(
                 "views-differ",
                 &format!("{name} {view} vs {} {}", views[0].0, views[0].1),
             );
+        }
+    }
+    // The ids the writers hold reach their own accounts through the gateway (after every
+    // failover, restart and replay): the balance there is the one the copies hold.
+    if let Some((name, view)) = views.first() {
+        let accounts: Vec<Value> = serde_json::from_str(view).unwrap_or_default();
+        for (w, id) in writer_ids.iter().enumerate() {
+            let held = account_of(&accounts, w).map(|a| a["balance"].clone());
+            let read = match c
+                .get(format!("{}/accounts/{id}", chaos.gateway.url()))
+                .send()
+                .await
+            {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => format!("unreachable: {e}"),
+            };
+            let seen = serde_json::from_str::<Value>(&read)
+                .ok()
+                .filter(|a| a["owner"] == format!("w{w}").as_str())
+                .map(|a| a["balance"].clone());
+            if seen.is_none() || seen != held {
+                chaos.violation(
+                    "views-differ",
+                    &format!(
+                        "writer {w}'s account {id} through the gateway: {read}; {name} holds {held:?}"
+                    ),
+                );
+            }
         }
     }
     if lost > 0 {

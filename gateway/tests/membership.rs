@@ -350,6 +350,22 @@ async fn checkpoints_seed_new_backends_and_bound_the_journal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rollout_from_memory_to_sqlite_under_traffic_fails_no_request() {
+    rollout_under_traffic("sqlite", &[], "").await;
+}
+
+/// The old copies number their accounts 1, 2, 3 (JSON numbers); the new ones mint random ids
+/// (strings), different on each copy. With `mint` declared, the clients keep using the numbers
+/// they were given, through the rollout and after it, when no copy knows them any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_from_sequential_to_random_ids_under_traffic_fails_no_request() {
+    let mint = "\n[[routes]]\nmatch = \"POST /accounts\"\nmint = [\"/id\"]\n";
+    rollout_under_traffic("sqlite", &["--ids", "random"], mint).await;
+}
+
+/// Writers and readers through the gateway while `lockstep rollout` moves three memory copies
+/// to four new `implementation` copies started with `flags`: no request fails, every new copy
+/// ends in-sync with each writer's deposits exactly once.
+async fn rollout_under_traffic(implementation: &'static str, flags: &[&str], extra: &str) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -360,12 +376,12 @@ async fn a_rollout_from_memory_to_sqlite_under_traffic_fails_no_request() {
         .collect();
     let new: Vec<DemoProc> = ["n1", "n2", "n3", "n4"]
         .iter()
-        .map(|n| DemoProc::start(n, "sqlite", dir.path()))
+        .map(|n| DemoProc::start_with(n, implementation, dir.path(), flags))
         .collect();
     let gw = GatewayProc::start(
         dir.path(),
         "batch",
-        &config(&old.iter().collect::<Vec<_>>(), ""),
+        &config(&old.iter().collect::<Vec<_>>(), extra),
     );
     let writers = Writers::start(&gw.url(), WRITERS, "roll").await;
     // Readers through the gateway all along: a read has no key to retry with, so none may fail.
@@ -376,17 +392,28 @@ async fn a_rollout_from_memory_to_sqlite_under_traffic_fails_no_request() {
         let (c, url) = (client(), gw.url());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                match c.get(format!("{url}/accounts")).send().await {
-                    Ok(r) if r.status() == 200 => reads.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
+                // The list, and one account by the id its client was given.
+                for path in ["/accounts", "/accounts/1"] {
+                    match c.get(format!("{url}{path}")).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            let body: Value = r.json().await.unwrap_or(Value::Null);
+                            let first = if path == "/accounts" { &body[0] } else { &body };
+                            if first["id"] == json!(1) {
+                                reads.fetch_add(1, Ordering::Relaxed)
+                            } else {
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        }
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
             }
         })
     };
     writers.wait_for(50).await;
 
     let plan = lockstep::rollout::Plan {
-        implementation: "sqlite".into(),
+        implementation: implementation.into(),
         checkpoint: None,
         backends: new
             .iter()
@@ -410,7 +437,7 @@ async fn a_rollout_from_memory_to_sqlite_under_traffic_fails_no_request() {
     for b in s["backends"].as_array().unwrap() {
         assert_eq!(
             (&b["state"], &b["implementation"]),
-            (&json!("in-sync"), &json!("sqlite"))
+            (&json!("in-sync"), &json!(implementation))
         );
     }
     let (_, verify) = admin_call(gw.admin, Method::GET, "/verify", None).await;
@@ -419,12 +446,103 @@ async fn a_rollout_from_memory_to_sqlite_under_traffic_fails_no_request() {
     for d in &new {
         assert_balances(&accounts_at(&c, &d.url()).await, &deposits, &d.name);
     }
+    if !flags.is_empty() {
+        // The new copies really hold ids of their own: what the test shows rests on them.
+        let first_id = |view: String| -> Value {
+            serde_json::from_str::<Value>(&view).unwrap()[0]["id"].clone()
+        };
+        let mut ids = Vec::new();
+        for d in &new {
+            ids.push(first_id(accounts_at(&c, &d.url()).await));
+        }
+        assert!(ids.iter().all(Value::is_string), "{ids:?}");
+        for (i, id) in ids.iter().enumerate() {
+            assert!(!ids[..i].contains(id), "two copies minted {id}: {ids:?}");
+        }
+    }
     let writes: usize = deposits.iter().map(Vec::len).sum();
     let retries: usize = deposits.iter().flatten().map(|d| d.retries).sum();
     assert_eq!(failed_reads.load(Ordering::Relaxed), 0);
     println!(
         "{{\"rollout_writes\": {writes}, \"write_retries\": {retries}, \"reads\": {}, \"failed_reads\": 0}}",
         reads.load(Ordering::Relaxed)
+    );
+}
+
+/// A copy loaded from a checkpoint of a copy that mints random ids holds that copy's ids: the
+/// gateway gives it the source's pairs, and it stays in-sync on the writes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_seeded_from_a_checkpoint_keeps_its_sources_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let random = ["--ids", "random"];
+    let [a, b, c] = ["a", "b", "c"].map(|n| DemoProc::start_with(n, "sqlite", dir.path(), &random));
+    let extra = "[checkpoint]\nexport = { request = \"GET /admin/export\" }\nimport = { request = \"POST /admin/import\" }\n\n[[routes]]\nmatch = \"POST /accounts\"\nmint = [\"/id\"]\n";
+    let gw = GatewayProc::start(dir.path(), "batch", &config(&[&a, &b, &c], extra));
+    let http = client();
+    let base = gw.url();
+    let mut ids = Vec::new();
+    for w in 0..4 {
+        let done = until_done(
+            &http,
+            &base,
+            "/accounts",
+            &format!("open-{w}"),
+            &format!("{{\"owner\":\"w{w}\"}}"),
+        )
+        .await;
+        ids.push(
+            serde_json::from_str::<Value>(&done.body).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let deposit = |round: usize| {
+        let (http, base, ids) = (http.clone(), base.clone(), ids.clone());
+        async move {
+            for (w, id) in ids.iter().enumerate() {
+                until_done(
+                    &http,
+                    &base,
+                    &format!("/accounts/{id}/deposit"),
+                    &format!("d-{round}-{w}"),
+                    "{\"amount\":5}",
+                )
+                .await;
+            }
+        }
+    };
+    deposit(0).await;
+    let (code, taken) = admin_call(gw.admin, Method::POST, "/checkpoints", None).await;
+    assert_eq!(code, 200, "{taken}");
+    let source = taken["source"].as_str().unwrap().to_owned();
+    assert_ne!(source, "a", "taken from a backup: {taken}");
+    deposit(1).await;
+
+    let d = DemoProc::start_with("d", "sqlite", dir.path(), &random);
+    let (code, report) = add(&gw, &d, Some(true)).await;
+    assert_eq!(code, 200, "{report}");
+    deposit(2).await;
+    let s = status(&gw).await;
+    for name in ["b", "c", "d"] {
+        assert_eq!(backend(&s, name).unwrap()["state"], "in-sync", "{s}");
+    }
+    let (_, verify) = admin_call(gw.admin, Method::GET, "/verify", None).await;
+    assert_eq!(verify["equal"], true, "{verify}");
+    // d shows the ids of the copy its checkpoint came from, not the client's (a's).
+    let source_view = accounts_at(
+        &http,
+        &[&b, &c].iter().find(|p| p.name == source).unwrap().url(),
+    )
+    .await;
+    let d_view = accounts_at(&http, &d.url()).await;
+    assert_eq!(d_view, source_view);
+    let a_view: Value = serde_json::from_str(&accounts_at(&http, &a.url()).await).unwrap();
+    let d_list: Value = serde_json::from_str(&d_view).unwrap();
+    assert_eq!(d_list[0]["balance"], 15);
+    assert_ne!(
+        d_list[0]["id"], a_view[0]["id"],
+        "each copy's ids differ from the clients'"
     );
 }
 

@@ -23,12 +23,14 @@
 mod harness;
 #[path = "support/procs.rs"]
 mod procs;
+#[path = "support/services.rs"]
+mod services;
 #[path = "support/workload.rs"]
 mod workload;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -38,6 +40,7 @@ use procs::GatewayProc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
+use services::ServiceCopy;
 use workload::{admin_call, client};
 
 /// Writes of the clean run, and of the run during which the primary is killed.
@@ -156,159 +159,95 @@ fn program(service: Service) -> Option<PathBuf> {
 
 /// One copy of a service: its own port and data directory, started and killed by the test.
 struct Instance {
-    name: String,
-    service: Service,
-    program: PathBuf,
-    port: u16,
-    /// The copy's own directory: configuration, log, scratch.
-    home: PathBuf,
+    copy: ServiceCopy,
     /// Where the service keeps its state.
     data: PathBuf,
-    child: Option<Child>,
 }
 
 impl Instance {
     fn start(service: Service, program: &Path, name: &str, root: &Path) -> Instance {
-        let home = root.join(name);
-        let data = home.join("data");
+        let data = root.join(name).join("data");
         std::fs::create_dir_all(&data).unwrap();
-        let mut copy = Instance {
-            name: name.to_owned(),
-            service,
-            program: program.to_owned(),
-            port: 0,
-            home,
+        let (program, state) = (program.to_owned(), data.clone());
+        let command = move |home: &Path, port: u16| command(service, &program, home, &state, port);
+        Instance {
+            copy: ServiceCopy::start(
+                service.label(),
+                name,
+                root,
+                service.health_path(),
+                Box::new(command),
+            ),
             data,
-            child: None,
-        };
-        // A free port can be taken by another test between its choice and the bind: the copy
-        // then exits, and starts again on another port.
-        for attempt in 1.. {
-            copy.port = procs::free_addr().port();
-            match copy.spawn() {
-                Ok(()) => break,
-                Err(e) if attempt < 3 => eprintln!("{e}; trying another port"),
-                Err(e) => panic!("{e}"),
-            }
-        }
-        copy
-    }
-
-    /// Starts the service on `self.port` and waits until it answers; an error when it exits.
-    fn spawn(&mut self) -> Result<(), String> {
-        let log = std::fs::File::create(self.home.join("service.log")).unwrap();
-        let mut cmd = Command::new(&self.program);
-        match self.service {
-            Service::WsgiDav => {
-                let config = self.home.join("wsgidav.yaml");
-                // Dead properties (PROPPATCH) need a property manager: WsgiDAV's in-memory one.
-                let yaml = format!(
-                    "host: 127.0.0.1\nport: {}\nprovider_mapping:\n  \"/\": \"{}\"\n\
-                     http_authenticator:\n  domain_controller: null\n  accept_basic: false\n  \
-                     accept_digest: false\n  default_to_digest: false\n\
-                     simple_dc:\n  user_mapping:\n    \"*\": true\n\
-                     property_manager: true\nlock_storage: true\nverbose: 1\n",
-                    self.port,
-                    self.data.display()
-                );
-                std::fs::write(&config, yaml).unwrap();
-                cmd.arg("--config").arg(config);
-            }
-            Service::Radicale => {
-                cmd.arg("--config")
-                    .arg("")
-                    .arg("--server-hosts")
-                    .arg(format!("127.0.0.1:{}", self.port))
-                    .arg("--storage-filesystem-folder")
-                    .arg(&self.data)
-                    .args(["--auth-type", "none"]);
-            }
-            Service::Nginx => {
-                let tmp = self.home.join("tmp");
-                std::fs::create_dir_all(&tmp).unwrap();
-                let config = self.home.join("nginx.conf");
-                // One process (no master, no daemon), so that a kill -9 kills the server; every
-                // path in the copy's directory, so that it runs without root too.
-                let conf = format!(
-                    "daemon off;\nmaster_process off;\npid {home}/nginx.pid;\nerror_log stderr;\n\
-                     events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {tmp}/body;\n  \
-                     proxy_temp_path {tmp}/proxy;\n  fastcgi_temp_path {tmp}/fastcgi;\n  \
-                     uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n  \
-                     server {{\n    listen 127.0.0.1:{port};\n    root {data};\n    \
-                     dav_methods PUT DELETE MKCOL COPY MOVE;\n    \
-                     create_full_put_path on;\n    autoindex on;\n  }}\n}}\n",
-                    home = self.home.display(),
-                    tmp = tmp.display(),
-                    port = self.port,
-                    data = self.data.display()
-                );
-                std::fs::write(&config, conf).unwrap();
-                cmd.args(["-e", "stderr", "-p"])
-                    .arg(&self.home)
-                    .arg("-c")
-                    .arg(config);
-            }
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{} starts: {e}", self.program.display()));
-        self.child = Some(child);
-        self.wait_ready()
-    }
-
-    /// Polls the health path until the copy answers 200 (and is still running: a copy that
-    /// could not bind exits, and the port may be another test's).
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + LIMIT;
-        let addr = self.addr();
-        loop {
-            let ready = answers_200(addr, self.service.health_path());
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                return Err(format!(
-                    "{} {} exited ({status}); log: {}",
-                    self.service.label(),
-                    self.name,
-                    std::fs::read_to_string(self.home.join("service.log")).unwrap_or_default()
-                ));
-            }
-            if ready {
-                return Ok(());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} {} did not answer on {addr}",
-                self.service.label(),
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    fn addr(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    fn name(&self) -> &str {
+        &self.copy.name
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.copy.url()
     }
 
-    /// SIGKILL.
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.copy.kill();
     }
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.kill();
+/// The command line of one copy of `service`, its configuration written into `home`.
+fn command(service: Service, program: &Path, home: &Path, data: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(program);
+    match service {
+        Service::WsgiDav => {
+            let config = home.join("wsgidav.yaml");
+            // Dead properties (PROPPATCH) need a property manager: WsgiDAV's in-memory one.
+            let yaml = format!(
+                "host: 127.0.0.1\nport: {port}\nprovider_mapping:\n  \"/\": \"{}\"\n\
+                 http_authenticator:\n  domain_controller: null\n  accept_basic: false\n  \
+                 accept_digest: false\n  default_to_digest: false\n\
+                 simple_dc:\n  user_mapping:\n    \"*\": true\n\
+                 property_manager: true\nlock_storage: true\nverbose: 1\n",
+                data.display()
+            );
+            std::fs::write(&config, yaml).unwrap();
+            cmd.arg("--config").arg(config);
+        }
+        Service::Radicale => {
+            cmd.arg("--config")
+                .arg("")
+                .arg("--server-hosts")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--storage-filesystem-folder")
+                .arg(data)
+                .args(["--auth-type", "none"]);
+        }
+        Service::Nginx => {
+            let tmp = home.join("tmp");
+            std::fs::create_dir_all(&tmp).unwrap();
+            let config = home.join("nginx.conf");
+            // One process (no master, no daemon), so that a kill -9 kills the server; every
+            // path in the copy's directory, so that it runs without root too.
+            let conf = format!(
+                "daemon off;\nmaster_process off;\npid {home}/nginx.pid;\nerror_log stderr;\n\
+                 events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {tmp}/body;\n  \
+                 proxy_temp_path {tmp}/proxy;\n  fastcgi_temp_path {tmp}/fastcgi;\n  \
+                 uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n  \
+                 server {{\n    listen 127.0.0.1:{port};\n    root {data};\n    \
+                 dav_methods PUT DELETE MKCOL COPY MOVE;\n    \
+                 create_full_put_path on;\n    autoindex on;\n  }}\n}}\n",
+                home = home.display(),
+                tmp = tmp.display(),
+                data = data.display()
+            );
+            std::fs::write(&config, conf).unwrap();
+            cmd.args(["-e", "stderr", "-p"])
+                .arg(home)
+                .arg("-c")
+                .arg(config);
+        }
     }
+    cmd
 }
 
 /// Three copies of `service` (`a` the primary) and a gateway in front of them.
@@ -330,19 +269,11 @@ impl Deployment {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let mut body = format!(
-            "[health]\npath = \"{}\"\ninterval = \"100ms\"\ntimeout = \"1s\"\n\n[replication]\nbackup_timeout = \"5s\"\n{}",
+        let body = services::gateway_config(
             service.health_path(),
-            service.routes()
+            service.routes(),
+            &copies.iter().map(|c| &c.copy).collect::<Vec<_>>(),
         );
-        for (i, c) in copies.iter().enumerate() {
-            let role = if i == 0 { "primary" } else { "backup" };
-            body.push_str(&format!(
-                "\n[[backends]]\nname = \"{}\"\nurl = \"{}\"\nrole = \"{role}\"\n",
-                c.name,
-                c.url()
-            ));
-        }
         let gateway = GatewayProc::start(dir.path(), "batch", &body);
         Deployment {
             service,
@@ -353,7 +284,7 @@ impl Deployment {
     }
 
     fn copy(&self, name: &str) -> &Instance {
-        self.copies.iter().find(|c| c.name == name).unwrap()
+        self.copies.iter().find(|c| c.name() == name).unwrap()
     }
 
     async fn status(&self) -> Value {
@@ -429,25 +360,6 @@ impl Deployment {
     }
 }
 
-/// Whether a bare GET of `path` answers 200 (HTTP/1.0 or 1.1: Radicale's server speaks 1.0).
-fn answers_200(addr: std::net::SocketAddr, path: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[8..12] == b" 200"
-}
-
 fn backend<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["backends"]
         .as_array()
@@ -483,7 +395,7 @@ async fn dead_properties(copy: &Instance) -> String {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 207, "PROPFIND on {}", copy.name);
+    assert_eq!(r.status().as_u16(), 207, "PROPFIND on {}", copy.name());
     let text = r.text().await.unwrap();
     let mut parts: Vec<&str> = text.split("<ns0:response>").skip(1).collect();
     parts.sort_unstable();

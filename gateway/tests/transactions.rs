@@ -413,3 +413,60 @@ async fn transaction_errors_are_clear() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// A transaction that opens an account and deposits into it by the id the primary gave, on
+/// copies that each mint their own ids (`--ids random`, `mint` declared): in both modes every
+/// copy ends with the account and its money, and the copies' views are equal once translated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_uses_an_id_its_first_request_minted() {
+    for ack in ["per-request", "per-transaction"] {
+        let dir = tempfile::tempdir().unwrap();
+        let random = ["--ids", "random"];
+        let a = DemoProc::start_with("a", "memory", dir.path(), &random);
+        let b = DemoProc::start_with("b", "sqlite", dir.path(), &random);
+        let cc = DemoProc::start_with("c", "memory", dir.path(), &random);
+        let mint = "\n[[routes]]\nmatch = \"POST /accounts\"\nmint = [\"/id\"]\n";
+        let gw = GatewayProc::start(
+            dir.path(),
+            "batch",
+            &format!("{}{mint}", config(&[&a, &b, &cc], ack, "30s")),
+        );
+        let base = gw.url();
+        let c = client();
+        let r = c
+            .post(format!("{base}/accounts"))
+            .header("content-type", "application/json")
+            .header("lockstep-transaction", "t")
+            .body("{\"owner\":\"tx\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{ack}");
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, _, _, body) =
+            step(&c, &base, "t", &format!("/accounts/{id}/deposit"), 40).await;
+        assert_eq!(status, 200, "{ack}: {body}");
+        let (status, outcome) = end(&base, "t", "commit").await;
+        assert_eq!(status, 200, "{ack}: {outcome}");
+        let s = admin_call(gw.admin, Method::GET, "/status", None).await.1;
+        for backup in s["backends"].as_array().unwrap() {
+            assert_eq!(backup["state"], "in-sync", "{ack}: {s}");
+        }
+        let (_, verify) = admin_call(gw.admin, Method::GET, "/verify", None).await;
+        assert_eq!(verify["equal"], true, "{ack}: {verify}");
+        let mut ids = Vec::new();
+        for d in [&a, &b, &cc] {
+            let view: Value = serde_json::from_str(&accounts_at(&c, &d.url()).await).unwrap();
+            assert_eq!(view[0]["balance"], 40, "{ack}: {} {view}", d.name);
+            ids.push(view[0]["id"].clone());
+        }
+        assert_eq!(ids[0], id.as_str(), "the client got the primary's id");
+        assert!(
+            ids[1] != ids[0] && ids[2] != ids[0] && ids[1] != ids[2],
+            "{ids:?}"
+        );
+    }
+}

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::{
-    Compaction, Entry, EntryState, Journal, JournalError, ResponseRecord, Seq, Topology,
+    Compaction, Entry, EntryState, IdPairs, Journal, JournalError, ResponseRecord, Seq, Topology,
     TransactionOutcome, TransactionRecord,
 };
 use codec::Record;
@@ -48,12 +48,12 @@ pub enum Durability {
     /// Calls return once their record is written to the operating system; the writer fsyncs in
     /// the background at the latest one batch interval (2 ms by default) after the first write
     /// not yet synced. Survives the gateway process being killed; a power loss or kernel crash
-    /// can take back at most the last interval. The topology and compactions are still fsynced
-    /// before replying.
+    /// can take back at most the last interval. The topology, compactions and forgotten
+    /// identifier pairs are still fsynced before replying.
     #[default]
     Batch,
-    /// Records are written to the operating system and never fsynced (except the topology and
-    /// compactions).
+    /// Records are written to the operating system and never fsynced (except the topology,
+    /// compactions and forgotten identifier pairs).
     /// Survives the gateway process being killed, not a power loss or kernel crash.
     Never,
 }
@@ -624,6 +624,48 @@ impl Journal for FileJournal {
 
     async fn load_topology(&self) -> Result<Option<Topology>, JournalError> {
         Ok(self.shared.index.lock().topology.clone())
+    }
+
+    async fn record_ids(
+        &self,
+        seq: Seq,
+        backend: &str,
+        pairs: Vec<(String, String)>,
+    ) -> Result<(), JournalError> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let order = self.shared.index.lock().take_ids_order();
+        let frame = codec::encode_ids(order, backend, seq, &pairs);
+        let change = Change::Ids {
+            order,
+            backend: backend.to_owned(),
+            seq,
+            pairs,
+        };
+        self.submit(frame, change).await.map(drop)
+    }
+
+    async fn forget_ids(&self, backend: &str, after: Seq) -> Result<(), JournalError> {
+        let frame = codec::encode_forget_ids(backend, after);
+        let change = Change::ForgetIds {
+            backend: backend.to_owned(),
+            after,
+        };
+        self.submit(frame, change).await.map(drop)
+    }
+
+    async fn load_ids(&self) -> Result<Vec<IdPairs>, JournalError> {
+        let index = self.shared.index.lock();
+        Ok(index
+            .ids
+            .values()
+            .map(|g| IdPairs {
+                backend: g.backend.to_string(),
+                seq: g.seq,
+                pairs: g.pairs.clone(),
+            })
+            .collect())
     }
 }
 

@@ -23,7 +23,7 @@ mod record;
 pub use file::{Durability, FileJournal, FileJournalOptions};
 pub use memory::MemoryJournal;
 pub use record::{
-    BackendRecord, Compaction, Entry, EntryState, Header, IdempotencyKey, JournalError,
+    BackendRecord, Compaction, Entry, EntryState, Header, IdPairs, IdempotencyKey, JournalError,
     RequestRecord, ResponseRecord, Seq, Topology, TransactionOutcome, TransactionRecord,
 };
 
@@ -95,8 +95,9 @@ pub trait Journal: Send + Sync + std::fmt::Debug + 'static {
     /// on and stops at the first entry that must stay, so the retained history has no holes; how
     /// much goes at once depends on the implementation (whole segment files for the durable
     /// journal, which also keeps every segment from the oldest one holding a transaction record
-    /// not yet expired). The topology and the transaction records not yet expired are kept, also
-    /// when their entries are dropped. Durable before it returns.
+    /// not yet expired). The topology, the transaction records not yet expired and the
+    /// identifier pairs (see [`Journal::record_ids`]) are kept, also when their entries are
+    /// dropped. Durable before it returns.
     async fn compact(&self, through: Seq) -> Result<Compaction, JournalError>;
     /// The entry that carries the scoped idempotency key `scoped` (see [`IdempotencyKey`]),
     /// whatever its state, unless the key was expired.
@@ -108,6 +109,27 @@ pub trait Journal: Send + Sync + std::fmt::Debug + 'static {
     /// The record that ended the transaction `id` (see [`Journal::end_transaction`]), unless it
     /// was expired.
     async fn find_transaction(&self, id: &str) -> Result<Option<TransactionRecord>, JournalError>;
+    /// Records the identifier pairs learned for `backend` from its answer to `seq`. The caller
+    /// writes them before that backend's ack of `seq`, so they are durable when the commit is.
+    ///
+    /// A hint, like an ack: not waited on for an fsync (the commit's fsync covers it). The entry
+    /// need not be stored any more; an empty `pairs` records nothing.
+    async fn record_ids(
+        &self,
+        seq: Seq,
+        backend: &str,
+        pairs: Vec<(String, String)>,
+    ) -> Result<(), JournalError>;
+    /// Forgets the pairs recorded for `backend` from answers to seqs after `after` (0: all of
+    /// them).
+    ///
+    /// Only pairs recorded before the call are forgotten. Durable before it returns, in every
+    /// durability mode (like the topology): a copy restarted from an earlier state must never
+    /// get its old pairs back after a crash.
+    async fn forget_ids(&self, backend: &str, after: Seq) -> Result<(), JournalError>;
+    /// Every pair recorded and not forgotten, grouped as recorded, oldest first — whatever was
+    /// compacted since.
+    async fn load_ids(&self) -> Result<Vec<IdPairs>, JournalError>;
     /// Persists the topology (roles, epoch, backend states); replaces the previous one.
     async fn save_topology(&self, topology: &Topology) -> Result<(), JournalError>;
     /// The last saved topology, if any.

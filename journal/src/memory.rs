@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::{
-    Compaction, Entry, EntryState, Journal, JournalError, ResponseRecord, Seq, Topology,
+    Compaction, Entry, EntryState, IdPairs, Journal, JournalError, ResponseRecord, Seq, Topology,
     TransactionOutcome, TransactionRecord,
 };
 
@@ -22,6 +22,9 @@ pub struct MemoryJournal {
     /// drops one, only [`Journal::expire_keys`] does.
     transactions: Mutex<HashMap<String, TransactionRecord>>,
     topology: Mutex<Option<Topology>>,
+    /// Identifier pairs as recorded, oldest first; like the topology, compaction never drops
+    /// them, only [`Journal::forget_ids`] does.
+    ids: Mutex<Vec<IdPairs>>,
     last: AtomicU64,
     /// The highest seq compaction dropped (0 when none): the history starts after it.
     compacted_through: AtomicU64,
@@ -186,6 +189,33 @@ impl Journal for MemoryJournal {
 
     async fn load_topology(&self) -> Result<Option<Topology>, JournalError> {
         Ok(self.topology.lock().clone())
+    }
+
+    async fn record_ids(
+        &self,
+        seq: Seq,
+        backend: &str,
+        pairs: Vec<(String, String)>,
+    ) -> Result<(), JournalError> {
+        if !pairs.is_empty() {
+            self.ids.lock().push(IdPairs {
+                backend: backend.to_owned(),
+                seq,
+                pairs,
+            });
+        }
+        Ok(())
+    }
+
+    async fn forget_ids(&self, backend: &str, after: Seq) -> Result<(), JournalError> {
+        self.ids
+            .lock()
+            .retain(|g| g.backend != backend || g.seq <= after);
+        Ok(())
+    }
+
+    async fn load_ids(&self) -> Result<Vec<IdPairs>, JournalError> {
+        Ok(self.ids.lock().clone())
     }
 }
 
@@ -444,6 +474,72 @@ mod tests {
             1
         );
         assert_eq!(j.find_transaction("t").await.unwrap(), None);
+    }
+
+    fn pairs(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| (format!("c-{n}"), format!("l-{n}")))
+            .collect()
+    }
+
+    fn group(backend: &str, seq: Seq, names: &[&str]) -> IdPairs {
+        IdPairs {
+            backend: backend.into(),
+            seq,
+            pairs: pairs(names),
+        }
+    }
+
+    #[tokio::test]
+    async fn id_pairs_are_kept_per_backend_until_forgotten_from_a_seq_on() {
+        let j = MemoryJournal::new();
+        for seq in 1..=6 {
+            j.append(entry(seq)).await.unwrap();
+        }
+        j.record_ids(2, "b", pairs(&["x", "y"])).await.unwrap();
+        j.record_ids(1, "c", pairs(&["z"])).await.unwrap();
+        j.record_ids(5, "b", pairs(&["w"])).await.unwrap();
+        j.record_ids(3, "b", pairs(&["v"])).await.unwrap();
+        j.record_ids(4, "b", vec![]).await.unwrap(); // nothing to record
+        j.record_ids(6, "c", pairs(&["u"])).await.unwrap();
+        // Grouped as recorded, oldest first (not in seq order).
+        assert_eq!(
+            j.load_ids().await.unwrap(),
+            vec![
+                group("b", 2, &["x", "y"]),
+                group("c", 1, &["z"]),
+                group("b", 5, &["w"]),
+                group("b", 3, &["v"]),
+                group("c", 6, &["u"]),
+            ]
+        );
+
+        // Compaction drops the entries, not the pairs learned from them.
+        j.compact(6).await.unwrap();
+        assert_eq!(j.first_seq(), 7);
+        assert_eq!(j.load_ids().await.unwrap().len(), 5);
+
+        // b's copy restarts from its state at seq 2: what it answered after is forgotten, c's
+        // pairs stay; relearned pairs come after the older ones.
+        j.forget_ids("b", 2).await.unwrap();
+        j.record_ids(5, "b", pairs(&["w2"])).await.unwrap();
+        assert_eq!(
+            j.load_ids().await.unwrap(),
+            vec![
+                group("b", 2, &["x", "y"]),
+                group("c", 1, &["z"]),
+                group("c", 6, &["u"]),
+                group("b", 5, &["w2"]),
+            ]
+        );
+        // 0 forgets all of a backend's pairs; an unknown backend forgets nothing.
+        j.forget_ids("c", 0).await.unwrap();
+        j.forget_ids("nobody", 0).await.unwrap();
+        assert_eq!(
+            j.load_ids().await.unwrap(),
+            vec![group("b", 2, &["x", "y"]), group("b", 5, &["w2"])]
+        );
     }
 
     #[tokio::test]

@@ -173,6 +173,17 @@ pub struct TransactionRecord {
     pub time: SystemTime,
 }
 
+/// Identifiers a backend minted, learned from its answer to `seq`: (canonical, local) pairs.
+///
+/// The canonical identifier is the one the client saw (the primary's); the local one is what
+/// `backend`'s copy minted for the same create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdPairs {
+    pub backend: String,
+    pub seq: Seq,
+    pub pairs: Vec<(String, String)>,
+}
+
 /// The gateway's view of its backends, persisted so that a restart keeps roles and states.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {

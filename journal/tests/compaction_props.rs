@@ -1,12 +1,13 @@
 //! Property test of compaction: arbitrary sequences of appends (with and without idempotency
 //! keys and transaction ids), commits, acks, transaction ends, key expiries, topology saves,
-//! compactions and reopens, run against a `FileJournal` with small segments, a `MemoryJournal`
+//! identifier pairs recorded and forgotten, compactions and reopens, run against a `FileJournal` with small segments, a `MemoryJournal`
 //! that compacts the same way and a `MemoryJournal` that never compacts (the whole history, for
 //! reference).
 //!
 //! After every step: every call returned the same in all three; the file journal's history from
 //! `first_seq` on is exactly the reference's; nothing below it is readable; every live key and
-//! every transaction record not expired is still found, whole; `first_seq` never goes back and
+//! every transaction record not expired is still found, whole; every identifier pair not
+//! forgotten is still there, in the order recorded; `first_seq` never goes back and
 //! `last_seq` is the reference's; the memory journal, which drops entry by entry, has dropped at
 //! least as much as the file journal, which drops whole segments. A reopen changes nothing.
 
@@ -15,9 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use lockstep_journal::{
-    BackendRecord, Durability, Entry, FileJournal, FileJournalOptions, Header, IdempotencyKey,
-    Journal, MemoryJournal, RequestRecord, ResponseRecord, Seq, Topology, TransactionOutcome,
-    TransactionRecord,
+    BackendRecord, Durability, Entry, FileJournal, FileJournalOptions, Header, IdPairs,
+    IdempotencyKey, Journal, MemoryJournal, RequestRecord, ResponseRecord, Seq, Topology,
+    TransactionOutcome, TransactionRecord,
 };
 use proptest::prelude::*;
 
@@ -100,7 +101,21 @@ enum Op {
         ahead: bool,
     },
     Topology(u64),
+    /// Records pairs of backend `backend` learned from the seq `n` back from the last one.
+    RecordIds {
+        backend: u8,
+        n: u64,
+    },
+    /// Forgets the pairs of backend `backend` after the seq `n` back from the last one.
+    ForgetIds {
+        backend: u8,
+        n: u64,
+    },
     Reopen,
+}
+
+fn backend(n: u8) -> String {
+    format!("backend-{n}")
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -115,6 +130,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u64..16).prop_map(Op::Expire),
         3 => (0u64..12, prop::bool::weighted(0.2)).prop_map(|(n, ahead)| Op::Compact { n, ahead }),
         1 => (1u64..5).prop_map(Op::Topology),
+        3 => (0u8..2, 0u64..8).prop_map(|(backend, n)| Op::RecordIds { backend, n }),
+        1 => (0u8..2, 0u64..12).prop_map(|(backend, n)| Op::ForgetIds { backend, n }),
         1 => Just(Op::Reopen),
     ]
 }
@@ -135,6 +152,7 @@ struct Observed {
     keys: Vec<Option<Entry>>,
     transactions: Vec<Option<TransactionRecord>>,
     topology: Option<Topology>,
+    ids: Vec<IdPairs>,
 }
 
 async fn observe(j: &dyn Journal, last: Seq) -> Observed {
@@ -149,6 +167,7 @@ async fn observe(j: &dyn Journal, last: Seq) -> Observed {
         keys,
         transactions: transactions(j).await,
         topology: j.load_topology().await.unwrap(),
+        ids: j.load_ids().await.unwrap(),
     }
 }
 
@@ -207,6 +226,10 @@ async fn check(
         file.load_topology().await.unwrap(),
         reference.load_topology().await.unwrap()
     );
+    // Compaction never drops an identifier pair, nor changes their order.
+    let expected = reference.load_ids().await.unwrap();
+    prop_assert_eq!(&file.load_ids().await.unwrap(), &expected);
+    prop_assert_eq!(&memory.load_ids().await.unwrap(), &expected);
 
     let memory_first = memory.first_seq();
     prop_assert!(
@@ -315,6 +338,22 @@ async fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 file.save_topology(&topology(epoch)).await.unwrap();
                 for j in journals {
                     j.save_topology(&topology(epoch)).await.unwrap();
+                }
+            }
+            Op::RecordIds { backend: b, n } => {
+                let seq = back(n);
+                let pairs = vec![(format!("c{step}"), format!("{}-{step}", backend(b)))];
+                file.record_ids(seq, &backend(b), pairs.clone())
+                    .await
+                    .unwrap();
+                for j in journals {
+                    j.record_ids(seq, &backend(b), pairs.clone()).await.unwrap();
+                }
+            }
+            Op::ForgetIds { backend: b, n } => {
+                file.forget_ids(&backend(b), back(n)).await.unwrap();
+                for j in journals {
+                    j.forget_ids(&backend(b), back(n)).await.unwrap();
                 }
             }
             Op::Reopen => {

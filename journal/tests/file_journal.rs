@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use lockstep_journal::{
     BackendRecord, Compaction, Durability, Entry, EntryState, FileJournal, FileJournalOptions,
-    Header, IdempotencyKey, Journal, JournalError, MemoryJournal, RequestRecord, ResponseRecord,
-    Seq, Topology, TransactionOutcome, TransactionRecord,
+    Header, IdPairs, IdempotencyKey, Journal, JournalError, MemoryJournal, RequestRecord,
+    ResponseRecord, Seq, Topology, TransactionOutcome, TransactionRecord,
 };
 
 fn time(secs: u64) -> SystemTime {
@@ -260,7 +260,7 @@ async fn flipped_byte_in_the_middle_is_corrupt() {
 async fn unsupported_format_version_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let (mut bytes, _) = journal_bytes(dir.path(), 2).await;
-    for version in [0, 3] {
+    for version in [0, 4] {
         bytes[8] = version;
         std::fs::write(&segment_files(dir.path())[0], &bytes).unwrap();
         let err = FileJournal::open(dir.path(), Durability::Never).unwrap_err();
@@ -518,6 +518,19 @@ async fn script(j: &dyn Journal) -> Vec<Outcome> {
     out.push(outcome(j.end_transaction(ended("t0", &[6], &[], 1)).await));
     out.push(outcome(j.expire_keys(time(3)).await));
     out.push(outcome(j.expire_keys(time(3)).await));
+    // Identifier pairs: of two backends, one learned from a seq never appended, none at all,
+    // some forgotten and relearned.
+    for (seq, backend) in [(1, "b"), (1, "c"), (3, "b"), (42, "c"), (6, "b"), (2, "b")] {
+        let pairs = vec![(format!("c{seq}"), format!("{backend}{seq}"))];
+        out.push(outcome(j.record_ids(seq, backend, pairs).await));
+    }
+    out.push(outcome(j.record_ids(4, "b", vec![]).await));
+    out.push(outcome(j.forget_ids("b", 2).await));
+    out.push(outcome(j.forget_ids("d", 0).await));
+    out.push(outcome(
+        j.record_ids(3, "b", vec![("c3".into(), "b3'".into())])
+            .await,
+    ));
     out.extend(observe(j).await);
     out
 }
@@ -540,6 +553,7 @@ async fn observe(j: &dyn Journal) -> Vec<Outcome> {
         out.push(outcome(j.find_transaction(id).await));
     }
     out.push(outcome(j.load_topology().await));
+    out.push(outcome(j.load_ids().await));
     out
 }
 
@@ -615,6 +629,7 @@ struct State {
     entries: Vec<Entry>,
     keys: Vec<(String, Option<Seq>)>,
     topology: Option<Topology>,
+    ids: Vec<IdPairs>,
 }
 
 async fn state(j: &dyn Journal, keys: &[&str]) -> State {
@@ -629,6 +644,7 @@ async fn state(j: &dyn Journal, keys: &[&str]) -> State {
         entries: everything(j).await,
         keys: found,
         topology: j.load_topology().await.unwrap(),
+        ids: j.load_ids().await.unwrap(),
     }
 }
 
@@ -973,7 +989,7 @@ fn version_of(dir: &Path, number: u64) -> u32 {
 }
 
 #[tokio::test]
-async fn version_1_segments_are_read_and_compaction_starts_a_version_2_segment() {
+async fn version_1_segments_are_read_and_compaction_starts_a_version_3_segment() {
     let dir = tempfile::tempdir().unwrap();
     let options = small_segments(Durability::Batch);
     let before = {
@@ -983,9 +999,10 @@ async fn version_1_segments_are_read_and_compaction_starts_a_version_2_segment()
     };
     let numbers = segment_numbers(dir.path());
     assert!(numbers.len() > 3);
-    // Version 1 is version 2 without the compaction record: the same bytes, read the same.
+    // Version 1 is version 3 without the compaction, transaction and identifier records: the
+    // same bytes, read the same.
     for &n in &numbers {
-        assert_eq!(version_of(dir.path(), n), 2);
+        assert_eq!(version_of(dir.path(), n), 3);
         set_version(dir.path(), n, 1);
     }
     let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();
@@ -999,7 +1016,7 @@ async fn version_1_segments_are_read_and_compaction_starts_a_version_2_segment()
     let now = segment_numbers(dir.path());
     let newest = *now.last().unwrap();
     assert_eq!(newest, numbers.last().unwrap() + 1);
-    assert_eq!(version_of(dir.path(), newest), 2);
+    assert_eq!(version_of(dir.path(), newest), 3);
     assert!(
         now[..now.len() - 1]
             .iter()
@@ -1532,11 +1549,11 @@ async fn records_in_segments_a_compaction_left_behind_stay_forgotten() {
     assert_eq!(j.expire_keys(time(39)).await.unwrap(), 0);
 }
 
-/// Transaction records, and appends carrying a transaction id, only ever go to version-2
-/// segments: a version-1 active segment is sealed first, and such a record in a version-1
+/// Transaction records, and appends carrying a transaction id, only ever go to version-2 (or
+/// later) segments: a version-1 active segment is sealed first, and such a record in a version-1
 /// segment is damage.
 #[tokio::test]
-async fn transaction_records_go_to_a_version_2_segment() {
+async fn transaction_records_go_to_a_version_2_or_later_segment() {
     for with_id in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let options = small_segments(Durability::Batch);
@@ -1558,7 +1575,7 @@ async fn transaction_records_go_to_a_version_2_segment() {
         };
         let newest = *segment_numbers(dir.path()).last().unwrap();
         assert_eq!(newest, numbers.last().unwrap() + 1);
-        assert_eq!(version_of(dir.path(), newest), 2);
+        assert_eq!(version_of(dir.path(), newest), 3);
         let after = state(&j, &[]).await;
         drop(j);
         let j = FileJournal::open_with(dir.path(), options.clone()).unwrap();

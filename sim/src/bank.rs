@@ -11,6 +11,13 @@
 //! Like the demo, each start of the host names itself in the health check's answer
 //! (`X-Boot-Id`), for the gateway's `[health] identity_header`; here the name is the bank's and
 //! a count of its starts, so that it is the same in every run of a seed.
+//!
+//! A bank may show random ids (the demo's `--ids random`), with a key of its own drawn from the
+//! seed: the copies then answer the same requests with different ids, and the gateway must
+//! translate. A copy that restarts empty has lost its disk, key included, and draws a new one; a
+//! copy put back from a snapshot gets the key the snapshot holds. What the bank records and what
+//! the checks compare is in the stores' numbers (creation order), the same on every copy that
+//! processed the same requests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +27,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use lockstep_demo::{MemoryStore, Snapshot, Store};
+use lockstep_demo::{AccountId, IdKey, MemoryStore, Snapshot, Store};
 use parking_lot::Mutex;
 use turmoil::net::TcpListener;
 
@@ -34,6 +41,7 @@ pub(crate) struct Applied {
     pub(crate) seq: u64,
     /// `Idempotency-Key`, as the client sent it.
     pub(crate) key: Option<String>,
+    /// The path, with a random id in it written as the account's number.
     pub(crate) path: String,
 }
 
@@ -45,6 +53,8 @@ pub(crate) struct Bank {
     applied: Arc<Mutex<Vec<Applied>>>,
     /// How many times the host started: the boot id of the running one.
     boots: Arc<AtomicU64>,
+    /// With random ids, where its keys come from, and how many it drew.
+    keys: Option<(u64, Arc<AtomicU64>)>,
 }
 
 /// A copy of a bank's durable part, taken at some moment: what a restart from an old snapshot
@@ -56,12 +66,19 @@ pub(crate) struct Saved {
 }
 
 impl Bank {
-    pub(crate) fn new(name: &'static str) -> Self {
+    /// A bank with sequential ids, or (`random_ids`: the seed of its keys) random ones.
+    pub(crate) fn new(name: &'static str, random_ids: Option<u64>) -> Self {
+        let keys = random_ids.map(|seed| (seed, Arc::new(AtomicU64::new(0))));
+        let store = match &keys {
+            Some((seed, drawn)) => MemoryStore::with_random_ids(draw_key(*seed, drawn)),
+            None => MemoryStore::new(),
+        };
         Bank {
             name,
-            store: Arc::new(MemoryStore::new()),
+            store: Arc::new(store),
             applied: Arc::default(),
             boots: Arc::default(),
+            keys,
         }
     }
 
@@ -74,25 +91,51 @@ impl Bank {
     }
 
     /// Puts back a state saved earlier (the host must be down): everything applied since is
-    /// gone. With `None`, the bank comes back empty.
+    /// gone. With `None`, the bank comes back empty, and with random ids under a new key.
     pub(crate) fn restore(&self, saved: Option<&Saved>) {
-        match saved {
-            Some(saved) => {
+        match (saved, &self.keys) {
+            (Some(saved), _) => {
                 self.store
                     .import(saved.snapshot.clone())
                     .expect("a snapshot of the memory store imports");
                 *self.applied.lock() = saved.applied.clone();
             }
-            None => {
+            (None, None) => {
                 self.store.reset().expect("the memory store resets");
+                self.applied.lock().clear();
+            }
+            (None, Some((seed, drawn))) => {
+                let empty = Snapshot {
+                    next_id: 1,
+                    accounts: Vec::new(),
+                    id_key: Some(draw_key(*seed, drawn)),
+                };
+                self.store.import(empty).expect("an empty snapshot imports");
                 self.applied.lock().clear();
             }
         }
     }
 
-    /// The whole state of the bank.
+    /// The whole state of the bank, its id key included.
     pub(crate) fn snapshot(&self) -> Snapshot {
         self.store.export().expect("the memory store exports")
+    }
+
+    /// The state with the id space left out: the accounts in the stores' numbers and the next
+    /// number, what every copy that processed the same requests holds.
+    pub(crate) fn state(&self) -> Snapshot {
+        Snapshot {
+            id_key: None,
+            ..self.snapshot()
+        }
+    }
+
+    /// How the bank shows account `id` over HTTP now.
+    pub(crate) fn public_id(&self, id: AccountId) -> String {
+        match self.store.id_key() {
+            Some(key) => key.encode(id),
+            None => id.to_string(),
+        }
     }
 
     /// The requests applied since the last `POST /admin/reset`, in order.
@@ -108,7 +151,7 @@ impl Bank {
             .expect("a bank name and digits");
         let router = lockstep_demo::app(store)
             .layer(axum::middleware::from_fn_with_state(
-                self.applied.clone(),
+                (self.applied.clone(), self.store.clone()),
                 record,
             ))
             .layer(axum::middleware::from_fn_with_state(boot_id, name_boot));
@@ -135,13 +178,32 @@ async fn name_boot(State(boot_id): State<http::HeaderValue>, req: Request, next:
     response
 }
 
+/// The next key of a bank whose keys come from `seed`; `drawn` counts those drawn so far.
+fn draw_key(seed: u64, drawn: &AtomicU64) -> IdKey {
+    let n = drawn.fetch_add(1, Ordering::SeqCst);
+    IdKey::from_seed(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// `path` with every segment shaped like a random id written as the number it stands for in
+/// the bank's id space (`key`), so that two copies' records of one request are equal.
+fn in_numbers(path: &str, key: Option<IdKey>) -> String {
+    let Some(key) = key else {
+        return path.to_owned();
+    };
+    path.split('/')
+        .map(|segment| match key.decode(segment) {
+            Some(id) => id.to_string(),
+            None => segment.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+type Recorder = (Arc<Mutex<Vec<Applied>>>, Arc<MemoryStore>);
+
 /// Records every state-changing request the bank answered with a 2xx; a reset starts a new
 /// life, so it clears the record.
-async fn record(
-    State(applied): State<Arc<Mutex<Vec<Applied>>>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn record(State((applied, store)): State<Recorder>, req: Request, next: Next) -> Response {
     let changes_state = req.method() != http::Method::GET;
     // Taken in a block: the closure borrowing the request must not live across the await.
     let (seq, key, path) = {
@@ -162,6 +224,7 @@ async fn record(
         if path == "/admin/reset" {
             applied.clear();
         } else {
+            let path = in_numbers(&path, store.id_key());
             applied.push(Applied { seq, key, path });
         }
     }

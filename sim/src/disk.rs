@@ -8,14 +8,15 @@
 //!   which also decides whether the call is accepted (a duplicate seq, an unknown seq, ...: a
 //!   refused call writes nothing), and appended to the log of written operations;
 //! - a call that the file journal answers only after an fsync (`append`, `record_dispatch`,
-//!   `commit`, `abort`, `end_transaction`, `compact`, `expire_keys`, `save_topology`) then waits
+//!   `commit`, `abort`, `end_transaction`, `compact`, `expire_keys`, `save_topology`,
+//!   `forget_ids`) then waits
 //!   for one: the disk runs one fsync at a time, each taking a seeded latency of simulated time;
 //!   a call joins the fsync that has not started yet, or schedules the next one after the one
 //!   running (group commit). When its fsync ends, the synced watermark moves past its operation
 //!   (an fsync covers everything written before it: a prefix of the log), and only then does the
 //!   call return;
-//! - hints (`record_response`, `record_ack`, `record_undelivered`) return at once, unsynced, as
-//!   in the file journal; a later fsync covers them;
+//! - hints (`record_response`, `record_ack`, `record_undelivered`, `record_ids`) return at once,
+//!   unsynced, as in the file journal; a later fsync covers them;
 //! - [`SimDisk::power_loss`] drops every operation after the watermark and rebuilds both journals
 //!   by replaying the synced prefix into fresh [`MemoryJournal`]s. A call still waiting for its
 //!   fsync never returns (its host is gone);
@@ -25,10 +26,12 @@
 //!
 //! **What readers see.** Like the file journal (whose readers stop at the first entry whose
 //! append is not durable, because a catch-up must never send a request a crash could take back),
-//! reads (`get`, `read_from`, `find_key`, `find_transaction`, `load_topology`, `first_seq`) are
-//! answered from the *durable* journal: the synced prefix, plus the hints at once (the file
-//! journal applies hints to its index when they are written). So while a caller sleeps for its
-//! fsync, nobody reads its record yet. `last_seq` comes from the written journal, as the file
+//! reads (`get`, `read_from`, `find_key`, `find_transaction`, `load_topology`, `load_ids`,
+//! `first_seq`) are answered from the *durable* journal: the synced prefix, plus the hints at once
+//! (the file journal applies hints to its index when they are written). So while a caller sleeps
+//! for its fsync, nobody reads its record yet. One exception, also the file journal's: a
+//! `forget_ids` is applied when written, though its caller waits for the fsync, so that it never
+//! forgets pairs recorded after it (hints written while it waits). `last_seq` comes from the written journal, as the file
 //! journal's index counts an append when it is written: a seq is never handed out twice by one
 //! process, and after a power loss it falls back to the synced history.
 
@@ -40,8 +43,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use lockstep_journal::{
-    Compaction, Entry, Journal, JournalError, MemoryJournal, ResponseRecord, Seq, Topology,
-    TransactionRecord,
+    Compaction, Entry, IdPairs, Journal, JournalError, MemoryJournal, ResponseRecord, Seq,
+    Topology, TransactionRecord,
 };
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -82,6 +85,10 @@ enum Op {
     Compact(Seq),
     ExpireKeys(SystemTime),
     SaveTopology(Topology),
+    /// Identifier pairs of a backend (the second field) learned from seq.
+    Ids(Seq, String, Vec<(String, String)>),
+    /// Forgets a backend's pairs learned after seq.
+    ForgetIds(String, Seq),
 }
 
 impl Op {
@@ -89,7 +96,16 @@ impl Op {
     /// (`record_dispatch` is a hint in the trait's words, but under `always` the file journal
     /// syncs it before the request leaves, so that a power loss never hides a dispatch.)
     fn is_hint(&self) -> bool {
-        matches!(self, Op::Response(..) | Op::Ack(..) | Op::Undelivered(..))
+        matches!(
+            self,
+            Op::Response(..) | Op::Ack(..) | Op::Undelivered(..) | Op::Ids(..)
+        )
+    }
+
+    /// Whether readers see the call's effect once it is written, before its fsync: hints, and
+    /// `forget_ids`, which the file journal applies in file order with the hints around it.
+    fn visible_when_written(&self) -> bool {
+        self.is_hint() || matches!(self, Op::ForgetIds(..))
     }
 
     /// The call's kind, for counting lost operations.
@@ -106,6 +122,8 @@ impl Op {
             Op::Compact(_) => "compact",
             Op::ExpireKeys(_) => "expire_keys",
             Op::SaveTopology(_) => "topology",
+            Op::Ids(..) => "ids",
+            Op::ForgetIds(..) => "forget_ids",
         }
     }
 
@@ -123,6 +141,8 @@ impl Op {
             Op::Compact(through) => format!("compact through {through}"),
             Op::ExpireKeys(_) => "expire keys".to_owned(),
             Op::SaveTopology(t) => format!("topology epoch {}", t.epoch),
+            Op::Ids(seq, b, pairs) => format!("{} ids of {seq} from {b}", pairs.len()),
+            Op::ForgetIds(b, after) => format!("forget ids of {b} after {after}"),
         }
     }
 
@@ -141,6 +161,8 @@ impl Op {
             Op::Compact(through) => journal.compact(*through).await.map(Applied::Compacted),
             Op::ExpireKeys(before) => journal.expire_keys(*before).await.map(Applied::Expired),
             Op::SaveTopology(t) => journal.save_topology(t).await.map(done),
+            Op::Ids(seq, b, pairs) => journal.record_ids(*seq, b, pairs.clone()).await.map(done),
+            Op::ForgetIds(b, after) => journal.forget_ids(b, *after).await.map(done),
         }
     }
 
@@ -159,7 +181,7 @@ enum Applied {
 }
 
 /// An operation in the log, and whether it was applied to the durable journal before the
-/// watermark reached it (a hint, visible at once).
+/// watermark reached it (a hint or a `forget_ids`, visible at once).
 #[derive(Debug)]
 struct Written {
     op: Op,
@@ -347,13 +369,13 @@ impl SimDisk {
             let mut s = self.state.lock();
             let applied = op.apply_now(&s.page)?;
             let index = s.written.len();
+            // Visible at once when its entry is; else when the watermark reaches it.
+            let early = op.visible_when_written() && op.apply_now(&s.durable).is_ok();
             if op.is_hint() {
-                // Visible at once when its entry is; else when the watermark reaches it.
-                let early = op.apply_now(&s.durable).is_ok();
                 s.written.push(Written { op, early });
                 return Ok(applied);
             }
-            s.written.push(Written { op, early: false });
+            s.written.push(Written { op, early });
             let end = s.schedule_fsync(Instant::now());
             (applied, (s.generation, index, end))
         };
@@ -463,6 +485,30 @@ impl Journal for SimDisk {
     async fn load_topology(&self) -> Result<Option<Topology>, JournalError> {
         let s = self.state.lock();
         ready(s.durable.load_topology())
+    }
+
+    async fn record_ids(
+        &self,
+        seq: Seq,
+        backend: &str,
+        pairs: Vec<(String, String)>,
+    ) -> Result<(), JournalError> {
+        // Nothing is written for no pairs, as in the other journals.
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        self.write_done(Op::Ids(seq, backend.to_owned(), pairs))
+            .await
+    }
+
+    async fn forget_ids(&self, backend: &str, after: Seq) -> Result<(), JournalError> {
+        self.write_done(Op::ForgetIds(backend.to_owned(), after))
+            .await
+    }
+
+    async fn load_ids(&self) -> Result<Vec<IdPairs>, JournalError> {
+        let s = self.state.lock();
+        ready(s.durable.load_ids())
     }
 }
 
@@ -632,6 +678,63 @@ mod tests {
         assert!(disk.get(1).await.unwrap().unwrap().dispatched.is_empty());
     }
 
+    fn ids(name: &str) -> Vec<(String, String)> {
+        vec![(format!("c-{name}"), format!("l-{name}"))]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn id_pairs_are_kept_by_the_commit_after_them_and_forgetting_waits_for_its_fsync() {
+        let disk = Arc::new(SimDisk::new(17));
+        disk.append(entry(1, None)).await.unwrap();
+        disk.append(entry(2, None)).await.unwrap();
+        let before = Instant::now();
+        disk.record_ids(1, "b", ids("1")).await.unwrap();
+        assert_eq!(before.elapsed(), Duration::ZERO, "a hint does not wait");
+        assert_eq!(disk.load_ids().await.unwrap().len(), 1);
+        // Nothing synced them: a power loss takes them back.
+        assert_eq!(disk.power_loss().lost, vec!["1 ids of 1 from b"]);
+        assert!(disk.load_ids().await.unwrap().is_empty());
+
+        // Recorded before the commit: its fsync keeps them.
+        disk.record_ids(1, "b", ids("1")).await.unwrap();
+        disk.record_ids(2, "b", ids("2")).await.unwrap();
+        disk.record_ids(2, "c", ids("2")).await.unwrap();
+        disk.commit(1, response(200)).await.unwrap();
+        assert!(disk.power_loss().lost.is_empty());
+        let kept = disk.load_ids().await.unwrap();
+        assert_eq!(
+            kept.iter()
+                .map(|g| (g.backend.as_str(), g.seq))
+                .collect::<Vec<_>>(),
+            vec![("b", 1), ("b", 2), ("c", 2)]
+        );
+
+        // Forgetting is seen at once and answered after its fsync; pairs recorded meanwhile
+        // stay, also once it is synced.
+        let d = disk.clone();
+        let forget = tokio::spawn(async move { d.forget_ids("b", 1).await.unwrap() });
+        tokio::task::yield_now().await;
+        assert!(!forget.is_finished());
+        let forgotten = vec![kept[0].clone(), kept[2].clone()];
+        assert_eq!(disk.load_ids().await.unwrap(), forgotten);
+        disk.record_ids(2, "b", ids("2 again")).await.unwrap();
+        forget.await.unwrap();
+        let relearned = disk.load_ids().await.unwrap();
+        assert_eq!(relearned.len(), 3);
+        assert_eq!(relearned[..2], forgotten[..]);
+        // The relearned pairs were not synced; the forgetting was.
+        assert_eq!(disk.power_loss().lost, vec!["1 ids of 2 from b"]);
+        assert_eq!(disk.load_ids().await.unwrap(), forgotten);
+
+        // A forgetting the power loss takes back gives the pairs back.
+        let d = disk.clone();
+        let _forget = tokio::spawn(async move { d.forget_ids("c", 0).await });
+        tokio::task::yield_now().await;
+        assert_eq!(disk.load_ids().await.unwrap(), vec![kept[0].clone()]);
+        assert_eq!(disk.power_loss().lost, vec!["forget ids of c after 0"]);
+        assert_eq!(disk.load_ids().await.unwrap(), forgotten);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn concurrent_writes_share_fsyncs_and_are_answered_in_order() {
         let disk = Arc::new(SimDisk::new(5));
@@ -686,6 +789,7 @@ mod tests {
                 disk.find_key("k1").await.unwrap(),
                 disk.find_transaction("t").await.unwrap(),
                 disk.load_topology().await.unwrap(),
+                disk.load_ids().await.unwrap(),
                 disk.last_seq(),
                 disk.first_seq(),
             )
@@ -702,6 +806,9 @@ mod tests {
                 .unwrap();
             disk.record_response(seq, response(200)).await.unwrap();
             disk.record_dispatch(seq, "b").await.unwrap();
+            disk.record_ids(seq, "b", ids(&seq.to_string()))
+                .await
+                .unwrap();
             disk.record_ack(seq, "b").await.unwrap();
         }
         disk.commit(1, response(200)).await.unwrap();
@@ -746,6 +853,8 @@ mod tests {
         assert_eq!(disk.find_key("k4").await.unwrap().map(|e| e.seq), Some(4));
         assert_eq!(disk.load_topology().await.unwrap(), Some(topology(2)));
         assert!(disk.find_transaction("t").await.unwrap().is_some());
+        // Compaction dropped entries 1 and 2, not the pairs learned from them.
+        assert_eq!(disk.load_ids().await.unwrap().len(), 4);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,4 +1,11 @@
 //! One seeded run: the hosts, the fault schedule, the driver loop and the checks.
+//!
+//! Seeds with bit 1 set (2, 3, 6, 7, ...) run the banks with random ids (the demo's
+//! `--ids random`, each bank its own key) and the account-opening route declares
+//! `mint = ["/id"]`: the gateway must then translate every client id for every copy, across
+//! failovers, restarts and replays. The checks compare
+//! the copies modulo ids — accounts in creation order, found by owner — and check apart that
+//! every id a client holds reaches its own account on every in-sync copy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -9,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use lockstep::{Environment, Gateway};
 use lockstep_backends::{BackendState, Clock};
 use lockstep_config::Config;
+use lockstep_demo::{Account, Snapshot};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use turmoil::net::TcpListener;
@@ -18,7 +26,7 @@ use crate::disk::SimDisk;
 use crate::linearizability::{Action, Operation, is_linearizable};
 use crate::net::{SimConnector, downstream};
 use crate::rng::SplitMix64;
-use crate::workload::{ADMIN_PORT, DATA_PORT, Shared, operator, writer};
+use crate::workload::{ADMIN_PORT, DATA_PORT, Shared, operator, owner, writer};
 
 const BACKENDS: [&str; 3] = ["a", "b", "c"];
 const WRITERS: usize = 4;
@@ -72,6 +80,8 @@ pub enum FaultKind {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub seed: u64,
+    /// Whether the banks showed random ids (seeds with bit 1 set), which the gateway translated.
+    pub random_ids: bool,
     /// A hash of everything that happened, in order: equal for two runs of one seed.
     pub trace_hash: u64,
     pub faults: BTreeMap<FaultKind, usize>,
@@ -101,7 +111,8 @@ impl Clock for SimClock {
 /// and a promotion check the view, the banks' boot id as their instance identity so that a
 /// restart is seen even between two health checks, the demo's reset hook, and every timeout at
 /// 1 s or more (pingora's shorter timeouts run on a real-time thread, outside the simulation).
-fn config(addresses: &[(String, std::net::IpAddr)]) -> Config {
+/// With `random_ids`, the id in a new account's answer is declared minted.
+fn config(addresses: &[(String, std::net::IpAddr)], random_ids: bool) -> Config {
     let mut toml = String::from(
         r#"
 [gateway]
@@ -129,7 +140,21 @@ timeout = "1s"
 unhealthy_after = 2
 healthy_after = 2
 identity_header = "x-boot-id"
-
+"#,
+    );
+    if random_ids {
+        toml.push_str(
+            r#"
+[[routes]]
+match = "POST /accounts"
+kind = "logical"
+idempotency = "required"
+mint = ["/id"]
+"#,
+        );
+    }
+    toml.push_str(
+        r#"
 [[routes]]
 match = "POST /accounts/**"
 kind = "logical"
@@ -199,7 +224,14 @@ enum Step {
 
 /// Runs one seed and checks it.
 pub fn run(seed: u64) -> Outcome {
+    // Bit 1 of the seed: half the seeds, among them two of the four the determinism check
+    // replays (50 and 150).
+    let random_ids = seed & 2 != 0;
     let shared = Arc::new(Shared::default());
+    shared.log(format!(
+        "ids: {}",
+        if random_ids { "random" } else { "sequential" }
+    ));
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .tick_duration(Duration::from_millis(10))
@@ -207,7 +239,12 @@ pub fn run(seed: u64) -> Outcome {
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(20))
         .build();
-    let banks: Vec<Bank> = BACKENDS.iter().map(|n| Bank::new(n)).collect();
+    // The banks' keys come from a stream of their own: the seed's schedule stays what it is.
+    let mut keys = SplitMix64::new(seed ^ 0x6964_732d_6b65_7973);
+    let banks: Vec<Bank> = BACKENDS
+        .iter()
+        .map(|n| Bank::new(n, random_ids.then(|| keys.next_u64())))
+        .collect();
     for bank in &banks {
         let bank = bank.clone();
         sim.host(bank.name, move || bank.clone().serve());
@@ -216,7 +253,7 @@ pub fn run(seed: u64) -> Outcome {
         .iter()
         .map(|n| (n.to_string(), sim.lookup(*n)))
         .collect();
-    let config = config(&addresses);
+    let config = config(&addresses, random_ids);
     // Outside the host, so that it outlives a crash; its fsync latencies come from a stream of
     // their own, so that the seed's fault schedule is what it was with a journal that never
     // loses anything.
@@ -489,6 +526,7 @@ pub fn run(seed: u64) -> Outcome {
     }
     Outcome {
         seed,
+        random_ids,
         trace_hash: hasher.finish(),
         faults,
         operations,
@@ -506,6 +544,18 @@ fn bank_named<'a>(banks: &'a [Bank], name: &str) -> &'a Bank {
         .expect("every backend is a bank")
 }
 
+/// Writer `index`'s account in `snapshot`, found by its owner (ids differ between copies with
+/// random ids); an error when the owner has several, since each writer opens one, once.
+fn account_of(snapshot: &Snapshot, index: usize) -> Result<Option<&Account>, String> {
+    let owner = owner(index);
+    let mut found = snapshot.accounts.iter().filter(|a| a.owner == owner);
+    let first = found.next();
+    match found.next() {
+        None => Ok(first),
+        Some(_) => Err(format!("{owner} has {} accounts", 2 + found.count())),
+    }
+}
+
 /// What a copy's state lacks of the acknowledged writes: accounts whose opening was acknowledged
 /// and that it does not hold, or that hold fewer deposits than were acknowledged.
 fn missing_acknowledged(bank: &Bank, shared: &Shared) -> Vec<String> {
@@ -513,13 +563,15 @@ fn missing_acknowledged(bank: &Bank, shared: &Shared) -> Vec<String> {
     let acknowledged = shared.acknowledged.lock().clone();
     let accounts = shared.accounts.lock().clone();
     let mut missing = Vec::new();
-    for (owner, id) in &accounts {
-        let expected = acknowledged.get(owner).copied().unwrap_or(0);
-        let balance = snapshot
-            .accounts
-            .iter()
-            .find(|a| a.id == *id as i64)
-            .map(|a| a.balance);
+    for (index, id) in &accounts {
+        let expected = acknowledged.get(index).copied().unwrap_or(0);
+        let balance = match account_of(&snapshot, *index) {
+            Ok(account) => account.map(|a| a.balance),
+            Err(e) => {
+                missing.push(e);
+                continue;
+            }
+        };
         if balance.is_none_or(|b| b < expected) {
             missing.push(format!(
                 "account {id} holds {balance:?}, {expected} deposits were acknowledged"
@@ -668,13 +720,14 @@ fn check(
                 applied
             ));
         }
-        if bank.snapshot() != reference.snapshot() {
+        // Modulo ids: the accounts in creation order, owners and balances, and the next number.
+        if bank.state() != reference.state() {
             violations.push(format!(
                 "state: {} and {} differ: {:?} / {:?}",
                 reference.name,
                 bank.name,
-                reference.snapshot(),
-                bank.snapshot()
+                reference.state(),
+                bank.state()
             ));
         }
         // At most once per idempotency key, and in sequence order.
@@ -693,15 +746,31 @@ fn check(
                 applied.iter().map(|a| a.seq).collect::<Vec<_>>()
             ));
         }
-        // Every acknowledged deposit is there, once.
+        // Every acknowledged deposit is there, once, in the account the client's id reaches.
         let snapshot = bank.snapshot();
         for (owner, id) in &accounts {
             let expected = acknowledged.get(owner).copied().unwrap_or(0);
-            let balance = snapshot
-                .accounts
-                .iter()
-                .find(|a| a.id == *id as i64)
-                .map(|a| a.balance);
+            let account = match account_of(&snapshot, *owner) {
+                Ok(account) => account,
+                Err(e) => {
+                    violations.push(format!("duplicate: on {}, {e}", bank.name));
+                    continue;
+                }
+            };
+            if let Some(account) = account {
+                let local = bank.public_id(account.id);
+                let reached = pool
+                    .get(bank.name)
+                    .and_then(|backend| backend.ids.local(id))
+                    .map_or_else(|| id.clone(), |l| l.to_string());
+                if reached != local {
+                    violations.push(format!(
+                        "ids: client-{owner}'s account {id} is {local} on {}, and the gateway sends {reached} there",
+                        bank.name
+                    ));
+                }
+            }
+            let balance = account.map(|a| a.balance);
             // A deposit still unanswered when the run ended, or answered "outcome unknown", may
             // or may not have been applied.
             let doubtful = i64::from(pending.contains_key(owner))

@@ -4,6 +4,7 @@
 //! its own `Idempotency-Key`, retried with the same key until it is answered `200`: every writer
 //! knows exactly how many deposits were acknowledged. Between deposits it reads the balance of a
 //! random account (its own or another writer's), so that reads race with other clients' writes.
+//! Clients name accounts by the ids they were given, numbers or (random ids) strings alike.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,8 +27,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// What every client and the driver share.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    /// Account id by writer.
-    pub(crate) accounts: Mutex<BTreeMap<usize, u64>>,
+    /// Account id by writer, as the writer was given it (a number or a random id, as text).
+    pub(crate) accounts: Mutex<BTreeMap<usize, String>>,
     /// Operations by account owner (writer index).
     pub(crate) history: Mutex<BTreeMap<usize, Vec<Operation>>>,
     /// Deposits acknowledged with `200`, by writer.
@@ -142,8 +143,22 @@ async fn until_acknowledged(
     }
 }
 
+/// The owner of writer `index`'s account.
+pub(crate) fn owner(index: usize) -> String {
+    format!("client-{index}")
+}
+
+/// The `id` of a JSON account body, as text: a number, or a string with random ids.
+fn account_id(reply: &Reply) -> Option<String> {
+    if let Some(n) = reply.id() {
+        return Some(n.to_string());
+    }
+    let value: serde_json::Value = serde_json::from_slice(&reply.body).ok()?;
+    Some(value.get("id")?.as_str()?.to_owned())
+}
+
 /// Reads one account's balance through the gateway; records the read when it was answered.
-async fn read_balance(shared: &Shared, who: &str, owner: usize, id: u64) {
+async fn read_balance(shared: &Shared, who: &str, owner: usize, id: &str) {
     let invoked = now();
     let reply = send(
         "gateway",
@@ -186,7 +201,7 @@ pub(crate) async fn writer(
     deposits: usize,
     seed: u64,
 ) -> turmoil::Result {
-    let who = format!("client-{index}");
+    let who = owner(index);
     let mut rng = SplitMix64::new(seed);
     let opened = until_acknowledged(
         &shared,
@@ -198,14 +213,14 @@ pub(crate) async fn writer(
     )
     .await;
     let opened = match opened {
-        Answer::Acknowledged(r) => r.id(),
+        Answer::Acknowledged(r) => account_id(&r),
         Answer::Unknown | Answer::Refused => None,
     };
     let Some(id) = opened else {
         shared.writers_done.fetch_add(1, Ordering::SeqCst);
         return Ok(());
     };
-    shared.accounts.lock().insert(index, id);
+    shared.accounts.lock().insert(index, id.clone());
     shared.log(format!("{:?} {who} opened account {id}", now()));
     for n in 1..=deposits {
         let key = format!("deposit-{index}-{n}");
@@ -249,14 +264,14 @@ pub(crate) async fn writer(
         );
         // A read of a random known account, every other operation on average.
         if rng.below(2) == 0 {
-            let known: Vec<(usize, u64)> = shared
+            let known: Vec<(usize, String)> = shared
                 .accounts
                 .lock()
                 .iter()
-                .map(|(o, i)| (*o, *i))
+                .map(|(o, i)| (*o, i.clone()))
                 .collect();
-            let (owner, account) = known[rng.below(known.len() as u64) as usize];
-            read_balance(&shared, &who, owner, account).await;
+            let (owner, account) = &known[rng.below(known.len() as u64) as usize];
+            read_balance(&shared, &who, *owner, account).await;
         }
         tokio::time::sleep(Duration::from_millis(100 + rng.below(900))).await;
     }
@@ -306,7 +321,7 @@ pub(crate) async fn operator(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Liveness: after the heal, a new write must commit.
-    let id = shared.accounts.lock().get(&0).copied();
+    let id = shared.accounts.lock().get(&0).cloned();
     if let Some(id) = id {
         let invoked = now();
         let reply = until_acknowledged(
@@ -333,14 +348,14 @@ pub(crate) async fn operator(
             shared.log(format!("{returned:?} final write acknowledged"));
         }
     }
-    let accounts: Vec<(usize, u64)> = shared
+    let accounts: Vec<(usize, String)> = shared
         .accounts
         .lock()
         .iter()
-        .map(|(o, i)| (*o, *i))
+        .map(|(o, i)| (*o, i.clone()))
         .collect();
     for (owner, id) in accounts {
-        read_balance(&shared, "operator", owner, id).await;
+        read_balance(&shared, "operator", owner, &id).await;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use lockstep_config::ViewProbe;
 
 use super::*;
-use crate::probes::{compare_views, probe_request};
+use crate::probes::compare_views;
 
 /// Why a controlled switchover was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -275,15 +275,13 @@ impl Replicator {
             }
         }
         for probe in probes {
-            let answer = self
-                .transport
-                .send(
-                    candidate,
-                    &probe_request(probe),
-                    &[],
-                    self.config.backup_timeout,
-                )
-                .await;
+            let answer = crate::probes::send_probe(
+                self.transport.as_ref(),
+                candidate,
+                probe,
+                self.config.backup_timeout,
+            )
+            .await;
             if let Err(error) = answer {
                 warn!(candidate = %candidate.name, %error, "a promotion candidate did not answer its probes");
                 return false;
@@ -322,6 +320,10 @@ impl Replicator {
                     }
                 },
             };
+            // The new primary answers in its own ids; its client gets the canonical ones.
+            let response = self
+                .primary_to_canonical(primary, p.seq, &p.compare, response)
+                .await;
             if crate::refusal::is_refusal(&p.compare.refusals, response.status) {
                 let outcome = self
                     .refuse(primary, &self.pool.backups(), &p.processed, p.seq, response)

@@ -92,6 +92,11 @@ impl Replicator {
         self.persist_topology_now()
             .await
             .map_err(|e| MembershipError::Journal(e.to_string()))?;
+        // A copy added again under this name starts from nothing: its old ids mean nothing.
+        self.journal
+            .forget_ids(name, 0)
+            .await
+            .map_err(|e| MembershipError::Journal(e.to_string()))?;
         Ok(backend)
     }
 

@@ -417,7 +417,14 @@ impl Replicator {
         let extra = Arc::new(context_headers(seq, time));
         let request = Arc::new(sub.request);
         let outcome = self
-            .send_to_primary(&primary, &primary_ticket, &request, &extra, seq)
+            .send_to_primary(
+                &primary,
+                &primary_ticket,
+                &request,
+                &extra,
+                seq,
+                &sub.compare,
+            )
             .await;
         drop(primary_ticket);
         let response = match outcome {

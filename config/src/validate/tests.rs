@@ -893,3 +893,74 @@ fn public_url_is_an_origin() {
         );
     }
 }
+
+// --- minted identifiers ------------------------------------------------------------------------
+
+#[test]
+fn parses_mint_places_and_translation() {
+    let config = load(
+        "[[routes]]\nmatch = \"POST|PATCH /posts/**\"\nmint = [\"/id\", \"/items/*/id\", \"/a~1b\", \"header:ETag\", \"/id\"]\ntranslate = { headers = [\"X-Ref\", \"if-match\"], numbers = true }\n",
+    )
+    .unwrap();
+    let rule = config.routes[0].compare.as_ref().expect("a route rule");
+    assert_eq!(
+        rule.mint,
+        vec![
+            crate::MintPlace::Json(vec!["id".into()]),
+            crate::MintPlace::Json(vec!["items".into(), "*".into(), "id".into()]),
+            crate::MintPlace::Json(vec!["a/b".into()]),
+            crate::MintPlace::Header("etag".into()),
+        ],
+        "parsed, unescaped, lowercased, once each"
+    );
+    assert_eq!(rule.mint[2].as_config(), "/a~1b");
+    assert!(rule.translate.numbers);
+    assert_eq!(
+        rule.translate.headers,
+        [
+            "if-match",
+            "if-none-match",
+            "if-range",
+            "destination",
+            "x-ref"
+        ],
+        "the defaults, then the route's own"
+    );
+    assert_eq!(rule.route.as_deref(), Some("POST|PATCH /posts/**"));
+}
+
+#[test]
+fn a_route_without_mint_translates_by_default() {
+    let config = load("[[routes]]\nmatch = \"POST /x\"\nrefusals = [503]\n").unwrap();
+    let rule = config.routes[0].compare.as_ref().unwrap();
+    assert!(rule.mint.is_empty());
+    assert_eq!(rule.translate, crate::TranslateRule::default());
+    assert!(!rule.translate.numbers);
+}
+
+#[test]
+fn rejects_a_mint_place_that_is_no_pointer_or_header() {
+    for (value, index) in [("id", 0), ("", 0), ("header:", 0), ("header:bad name", 0)] {
+        let err = err(&format!(
+            "[[routes]]\nmatch = \"POST /x\"\nmint = [{value:?}]\n"
+        ));
+        assert_eq!(
+            err.key(),
+            Some(format!("routes[0].mint[{index}]").as_str()),
+            "{value:?}: {err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("JSON pointer") || text.contains("header"),
+            "{value:?}: {text}"
+        );
+    }
+}
+
+#[test]
+fn rejects_unknown_translate_keys_and_bad_header_names() {
+    let e = err("[[routes]]\nmatch = \"POST /x\"\ntranslate = { numbrs = true }\n");
+    assert!(e.to_string().contains("numbrs"), "{e}");
+    let e = err("[[routes]]\nmatch = \"POST /x\"\ntranslate = { headers = [\"a b\"] }\n");
+    assert_eq!(e.key(), Some("routes[0].translate.headers[0]"), "{e}");
+}

@@ -74,7 +74,7 @@ fn rejects_non_integer_amounts() {
 fn rejects_a_transfer_to_the_same_account() {
     assert_eq!(
         parse_transfer(br#"{"from":2,"to":2,"amount":5}"#),
-        Err(BadRequest::SelfTransfer(2))
+        Err(BadRequest::SelfTransfer(PublicId::Number(2)))
     );
     assert_eq!(
         parse_transfer(br#"{"from":1,"to":2,"amount":5}"#),
@@ -94,4 +94,29 @@ fn reads_only_plain_decimal_ids() {
     assert_eq!(parse_id("abc"), None);
     assert_eq!(parse_id(""), None);
     assert_eq!(parse_id("99999999999999999999"), None);
+}
+
+#[test]
+fn a_named_transfer_takes_strings_for_accounts() {
+    assert_eq!(
+        parse_named_transfer(br#"{"from":"a1","to":"b2","amount":5}"#),
+        Ok(NamedTransfer {
+            from: "a1".to_owned(),
+            to: "b2".to_owned(),
+            amount: 5
+        })
+    );
+    assert_eq!(
+        parse_named_transfer(br#"{"from":"a1","to":"a1","amount":5}"#),
+        Err(BadRequest::SelfTransfer(PublicId::Text("a1".to_owned())))
+    );
+    let numbers = parse_named_transfer(br#"{"from":1,"to":2,"amount":5}"#).unwrap_err();
+    assert!(
+        matches!(numbers, BadRequest::InvalidJson(ref m) if m.contains("expected a string")),
+        "{numbers:?}"
+    );
+    assert_eq!(
+        parse_named_transfer(br#"{"from":"a1","to":"b2","amount":0}"#),
+        Err(BadRequest::AmountOutOfRange(0))
+    );
 }

@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{Store, StoreError, check_closable, check_snapshot, credit, debit, id_after};
 use crate::account::{Account, AccountId, Snapshot, Transfer};
+use crate::ids::IdKey;
 use crate::request::TransferOrder;
 
 /// Keeps the bank in process memory; everything is lost on exit.
@@ -19,6 +20,7 @@ struct State {
     accounts: BTreeMap<AccountId, Account>,
     // Ids are never reused after a close, matching SQLite's AUTOINCREMENT.
     next_id: AccountId,
+    id_key: Option<IdKey>,
 }
 
 impl Default for State {
@@ -26,6 +28,7 @@ impl Default for State {
         Self {
             accounts: BTreeMap::new(),
             next_id: 1,
+            id_key: None,
         }
     }
 }
@@ -45,8 +48,20 @@ impl State {
 }
 
 impl MemoryStore {
+    /// An empty bank with sequential ids.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty bank whose ids are random in the space of `key`.
+    pub fn with_random_ids(key: IdKey) -> Self {
+        let state = State {
+            id_key: Some(key),
+            ..State::default()
+        };
+        Self {
+            state: Mutex::new(state),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -114,7 +129,11 @@ impl Store for MemoryStore {
     }
 
     fn reset(&self) -> Result<(), StoreError> {
-        *self.lock() = State::default();
+        let mut state = self.lock();
+        *state = State {
+            id_key: state.id_key,
+            ..State::default()
+        };
         Ok(())
     }
 
@@ -123,25 +142,33 @@ impl Store for MemoryStore {
         Ok(Snapshot {
             next_id: state.next_id,
             accounts: state.accounts.values().cloned().collect(),
+            id_key: state.id_key,
         })
     }
 
     fn import(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        check_snapshot(&snapshot)?;
-        // Built completely before the swap, so readers see the old state or the new one.
-        let state = State {
+        let mut current = self.lock();
+        check_snapshot(&snapshot, current.id_key.is_some())?;
+        *current = State {
             accounts: snapshot
                 .accounts
                 .into_iter()
                 .map(|account| (account.id, account))
                 .collect(),
             next_id: snapshot.next_id,
+            id_key: snapshot.id_key,
         };
-        *self.lock() = state;
         Ok(())
+    }
+
+    fn id_key(&self) -> Option<IdKey> {
+        self.lock().id_key
     }
 
     fn blocks(&self) -> bool {
         false
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use lockstep_demo::{Faults, Implementation, RunningDemo};
+use lockstep_demo::{Faults, Ids, Implementation, RunningDemo};
 use reqwest::Method;
 
 /// A response reduced to what lockstep compares: status, headers but `date`, body.
@@ -41,6 +41,15 @@ pub async fn start_with(
 ) -> RunningDemo {
     let store = lockstep_demo::open_store(implementation, data).expect("store opens");
     lockstep_demo::spawn(lockstep_demo::app_with(store, faults))
+        .await
+        .expect("demo binds")
+}
+
+/// Starts an in-process instance of `implementation` whose ids are random.
+pub async fn start_random(implementation: Implementation, data: Option<&Path>) -> RunningDemo {
+    let store =
+        lockstep_demo::open_store_with(implementation, data, Ids::Random).expect("store opens");
+    lockstep_demo::spawn(lockstep_demo::app(store))
         .await
         .expect("demo binds")
 }

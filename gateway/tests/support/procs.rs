@@ -246,6 +246,11 @@ impl GatewayProc {
         format!("http://{}", self.gateway)
     }
 
+    /// The process id of the running gateway.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Sends `signal` (`TERM`, `QUIT`, ...) to the gateway process.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id();

@@ -36,6 +36,10 @@ const KIND_UNDELIVERED: u8 = 9;
 const KIND_COMPACTED: u8 = 10;
 /// Only in segments of format version 2 and later (see `segment`).
 const KIND_TRANSACTION: u8 = 11;
+/// Only in segments of format version 3 and later (see `segment`).
+const KIND_IDS: u8 = 12;
+/// Only in segments of format version 3 and later (see `segment`).
+const KIND_FORGET_IDS: u8 = 13;
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +86,21 @@ pub(super) enum Record {
     },
     /// A transaction ended: its commits, and its outcome on its other entries, in one record.
     Transaction(TransactionRecord),
+    /// Identifiers `backend` minted, learned from its answer to `seq`: (canonical, local)
+    /// pairs. `order` places the group among the others as they were recorded; a compaction
+    /// that rewrites the group keeps it.
+    Ids {
+        order: u64,
+        backend: String,
+        seq: Seq,
+        pairs: Vec<(String, String)>,
+    },
+    /// The pairs of `backend` learned from answers to seqs after `after`, and recorded before
+    /// this record, are forgotten.
+    ForgetIds {
+        backend: String,
+        after: Seq,
+    },
 }
 
 /// Why a frame or body could not be read.
@@ -339,6 +358,32 @@ pub(super) fn encode_abort(seq: Seq, reason: &str) -> Vec<u8> {
     encode_seq_str(KIND_ABORT, seq, reason)
 }
 
+pub(super) fn encode_ids(
+    order: u64,
+    backend: &str,
+    seq: Seq,
+    pairs: &[(String, String)],
+) -> Vec<u8> {
+    let size: usize = pairs.iter().map(|(c, l)| 8 + c.len() + l.len()).sum();
+    let mut e = Encoder::new(KIND_IDS, 24 + backend.len() + size);
+    e.u64(order);
+    e.u64(seq);
+    e.str(backend);
+    e.u32(pairs.len() as u32);
+    for (canonical, local) in pairs {
+        e.str(canonical);
+        e.str(local);
+    }
+    e.finish()
+}
+
+pub(super) fn encode_forget_ids(backend: &str, after: Seq) -> Vec<u8> {
+    let mut e = Encoder::new(KIND_FORGET_IDS, 12 + backend.len());
+    e.u64(after);
+    e.str(backend);
+    e.finish()
+}
+
 pub(super) fn encode_expire_keys(before: SystemTime) -> Vec<u8> {
     let mut e = Encoder::new(KIND_EXPIRE_KEYS, 12);
     e.time(before);
@@ -364,6 +409,13 @@ pub(super) fn encode(record: &Record) -> Vec<u8> {
             first_segment,
         } => encode_compacted(*first_seq, *first_segment),
         Record::Transaction(t) => encode_transaction(t),
+        Record::Ids {
+            order,
+            backend,
+            seq,
+            pairs,
+        } => encode_ids(*order, backend, *seq, pairs),
+        Record::ForgetIds { backend, after } => encode_forget_ids(backend, *after),
     }
 }
 
@@ -635,6 +687,30 @@ pub(super) fn decode(body: &[u8]) -> Result<Record, String> {
                 commits,
                 time,
             })
+        }
+        KIND_IDS => {
+            let order = d.u64()?;
+            let seq = d.u64()?;
+            let backend = d.string()?;
+            // Two string lengths per pair.
+            let n = d.count(8)?;
+            let mut pairs = Vec::with_capacity(n);
+            for _ in 0..n {
+                pairs.push((d.string()?, d.string()?));
+            }
+            Record::Ids {
+                order,
+                backend,
+                seq,
+                pairs,
+            }
+        }
+        KIND_FORGET_IDS => {
+            let after = d.u64()?;
+            Record::ForgetIds {
+                backend: d.string()?,
+                after,
+            }
         }
         other => return Err(format!("unknown record kind {other}")),
     };

@@ -1,6 +1,7 @@
 //! The in-memory index of the file journal: per entry only small metadata (time, where its
 //! records lie, its state, its acks), per transaction record its time and where it lies; request
-//! and response bodies stay on disk.
+//! and response bodies stay on disk. The identifier pairs learned from backends are the
+//! exception: they are kept whole, since the gateway loads them all at once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -61,6 +62,17 @@ pub(super) struct Ended {
     pub(super) loc: Loc,
 }
 
+/// A group of identifier pairs the index keeps until it is forgotten, pairs included.
+#[derive(Debug, Clone)]
+pub(super) struct IdGroup {
+    pub(super) backend: Arc<str>,
+    /// The seq whose answer it was learned from.
+    pub(super) seq: Seq,
+    pub(super) pairs: Vec<(String, String)>,
+    /// The segment holding its record (the latest copy of it, after a compaction rewrote it).
+    pub(super) segment: u64,
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Meta {
     pub(super) time: SystemTime,
@@ -111,6 +123,18 @@ pub(super) enum Change {
         seqs: Vec<Seq>,
         commits: Vec<Seq>,
     },
+    /// Identifier pairs of `backend` learned from `seq`; `order` places them among the others.
+    Ids {
+        order: u64,
+        backend: String,
+        seq: Seq,
+        pairs: Vec<(String, String)>,
+    },
+    /// Forgets the pairs of `backend` learned from seqs after `after`.
+    ForgetIds {
+        backend: String,
+        after: Seq,
+    },
 }
 
 impl Change {
@@ -150,6 +174,18 @@ impl Change {
                 seqs: t.seqs,
                 commits: t.commits.into_iter().map(|(seq, _)| seq).collect(),
             },
+            Record::Ids {
+                order,
+                backend,
+                seq,
+                pairs,
+            } => Change::Ids {
+                order,
+                backend,
+                seq,
+                pairs,
+            },
+            Record::ForgetIds { backend, after } => Change::ForgetIds { backend, after },
         }
     }
 
@@ -171,11 +207,13 @@ impl Change {
             | Change::Append {
                 transaction: true, ..
             } => segment::TRANSACTIONS_SINCE,
+            Change::Ids { .. } | Change::ForgetIds { .. } => segment::IDS_SINCE,
             _ => segment::OLDEST_FORMAT_VERSION,
         }
     }
 
     /// The entry this change must find in the index (or, for an append, must not find).
+    /// Identifier pairs name a seq too, but outlive its entry.
     pub(super) fn seq(&self) -> Option<Seq> {
         match self {
             Change::Append { seq, .. }
@@ -188,15 +226,27 @@ impl Change {
             Change::ExpireKeys(_)
             | Change::Topology(_)
             | Change::Compacted { .. }
-            | Change::Transaction { .. } => None,
+            | Change::Transaction { .. }
+            | Change::Ids { .. }
+            | Change::ForgetIds { .. } => None,
         }
     }
 
     /// Hints are written but never waited on for an fsync.
+    ///
+    /// Identifier pairs are one: the caller records them before the backend's ack, so they lie
+    /// before the commit of their seq in the file, and whatever makes the commit durable makes
+    /// them durable too: the fsync covering the commit covers everything written to its segment
+    /// before it, and an earlier segment was fsynced when it was sealed (in every mode); a torn
+    /// tail only ever takes records from the end.
     pub(super) fn is_hint(&self) -> bool {
         matches!(
             self,
-            Change::Response(_) | Change::Ack(..) | Change::Dispatch(..) | Change::Undelivered(..)
+            Change::Response(_)
+                | Change::Ack(..)
+                | Change::Dispatch(..)
+                | Change::Undelivered(..)
+                | Change::Ids { .. }
         )
     }
 }
@@ -213,6 +263,9 @@ pub(super) struct Plan {
     /// The current topology, when its record lies in a segment to delete (it must be written
     /// again first).
     pub(super) topology: Option<Topology>,
+    /// The identifier groups whose record lies in a segment to delete, by order (they must be
+    /// written again first).
+    pub(super) ids: Vec<(u64, IdGroup)>,
 }
 
 #[derive(Debug, Default)]
@@ -225,6 +278,10 @@ pub(super) struct Index {
     pub(super) topology: Option<Topology>,
     /// The segment holding the record of `topology`.
     topology_segment: Option<u64>,
+    /// Identifier pairs not forgotten, by the order they were recorded in.
+    pub(super) ids: BTreeMap<u64, IdGroup>,
+    /// The order the next recorded group takes: above every order in the history replayed.
+    next_ids_order: u64,
     /// The highest durable seq.
     pub(super) last_seq: Seq,
     /// The highest seq compaction dropped (0 when none): the history starts after it.
@@ -243,6 +300,15 @@ impl Index {
         let n: Arc<str> = Arc::from(name);
         self.names.insert(n.clone());
         n
+    }
+
+    /// The order of a group about to be recorded. Callers take theirs before they queue the
+    /// record, so orders and file positions may disagree between concurrent calls; what counts
+    /// is that the same order comes back on a reopen and through a compaction.
+    pub(super) fn take_ids_order(&mut self) -> u64 {
+        let order = self.next_ids_order;
+        self.next_ids_order += 1;
+        order
     }
 
     /// Applies `change`, whose record lies at `loc`. Returns the number of keys and transaction
@@ -366,6 +432,29 @@ impl Index {
                 first_seq,
                 first_segment,
             } => return Ok(self.compact(first_seq, first_segment)),
+            Change::Ids {
+                order,
+                backend,
+                seq,
+                pairs,
+            } => {
+                let backend = self.intern(&backend);
+                self.next_ids_order = self.next_ids_order.max(order.saturating_add(1));
+                // A group of the same order is the same group: the copy a compaction wrote takes
+                // the place of the record it copied (replayed from a file left behind).
+                let segment = loc.segment;
+                let group = IdGroup {
+                    backend,
+                    seq,
+                    pairs,
+                    segment,
+                };
+                self.ids.insert(order, group);
+            }
+            Change::ForgetIds { backend, after } => {
+                self.ids
+                    .retain(|_, g| *g.backend != *backend || g.seq <= after);
+            }
         }
         Ok(0)
     }
@@ -391,6 +480,10 @@ impl Index {
         self.keys.retain(|_, seq| entries.contains_key(seq));
         self.transactions
             .retain(|_, t| t.loc.segment >= first_segment);
+        // The groups the compaction kept were written again, in a kept segment, before its
+        // record: what is left below are records replayed from files a crash left behind, of
+        // groups forgotten since.
+        self.ids.retain(|_, g| g.segment >= first_segment);
         self.compacted_through = self.compacted_through.max(first_seq.saturating_sub(1));
         self.first_segment = self.first_segment.max(first_segment);
         // Every dropped seq is below `first_seq`: after a restart that leaves no entry, the next
@@ -430,11 +523,18 @@ impl Index {
             .topology
             .clone()
             .filter(|_| self.topology_segment.is_some_and(|s| s < first_segment));
+        let ids = self
+            .ids
+            .iter()
+            .filter(|(_, g)| g.segment < first_segment)
+            .map(|(&order, g)| (order, g.clone()))
+            .collect();
         Plan {
             segments: drop,
             first_seq: highest.map_or(self.first_seq(), |h| self.first_seq().max(h + 1)),
             first_segment,
             topology,
+            ids,
         }
     }
 

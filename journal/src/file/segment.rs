@@ -10,14 +10,17 @@ pub(super) const MAGIC: &[u8; 8] = b"LSJOURNL";
 /// The record format this build writes. Bump it on any incompatible change.
 ///
 /// Version 2 added the `Compacted` and `Transaction` records and the transaction id of an
-/// append; otherwise it is version 1.
-pub(super) const FORMAT_VERSION: u32 = 2;
+/// append; otherwise it is version 1. Version 3 added the `Ids` and `ForgetIds` records;
+/// otherwise it is version 2.
+pub(super) const FORMAT_VERSION: u32 = 3;
 /// The oldest format this build still reads.
 pub(super) const OLDEST_FORMAT_VERSION: u32 = 1;
 /// The first format with the `Compacted` record.
 pub(super) const COMPACTED_SINCE: u32 = 2;
 /// The first format with the `Transaction` record and the transaction id of an append.
 pub(super) const TRANSACTIONS_SINCE: u32 = 2;
+/// The first format with the `Ids` and `ForgetIds` records.
+pub(super) const IDS_SINCE: u32 = 3;
 
 /// The oldest format that has `record`, and what it is (for the error when an older segment
 /// holds it).
@@ -28,6 +31,8 @@ pub(super) fn format_of(record: &Record) -> (u32, &'static str) {
         Record::Append(entry) if entry.transaction.is_some() => {
             (TRANSACTIONS_SINCE, "append record with a transaction id")
         }
+        Record::Ids { .. } => (IDS_SINCE, "identifier record"),
+        Record::ForgetIds { .. } => (IDS_SINCE, "record forgetting identifiers"),
         _ => (OLDEST_FORMAT_VERSION, "record"),
     }
 }

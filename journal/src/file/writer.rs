@@ -5,7 +5,8 @@
 //! issues one `fdatasync` for the whole batch before replying (group commit). Under `Batch` it
 //! replies once the batch is written and fsyncs in the background, at the latest one interval
 //! after the first unsynced write: a power loss can take back at most that interval, a killed
-//! process nothing. Topology records are always fsynced before their reply.
+//! process nothing. Topology records, and records forgetting identifier pairs, are always fsynced
+//! before their reply.
 //!
 //! Compaction runs on this thread too, between batches: see [`Writer::compact`].
 
@@ -277,7 +278,7 @@ impl Writer {
         let mut index = self.shared.index.lock();
         for (r, loc) in accepted.into_iter().zip(locs) {
             let needs_sync = match r.change {
-                Change::Topology(_) => true,
+                Change::Topology(_) | Change::ForgetIds { .. } => true,
                 // Under `Always` a dispatch mark is on stable storage before the request leaves:
                 // after a power loss, a request a backend may have applied is never taken for
                 // one it never saw.
@@ -290,6 +291,11 @@ impl Writer {
                 // batches find it; its state changes wait for the fsync.
                 if let Change::Append { .. } = r.change {
                     let _ = index.apply(r.change.clone(), loc, false);
+                }
+                // Forgetting applies in file order, before the hints written after it in this
+                // batch: it must not forget pairs recorded after it (as a replay would not).
+                if let Change::ForgetIds { .. } = r.change {
+                    let _ = index.apply(r.change.clone(), loc, true);
                 }
                 waiting.push(Waiting {
                     change: r.change,
@@ -324,6 +330,8 @@ impl Writer {
                     index.mark_durable(seq);
                     Ok(0)
                 }
+                // Applied when written.
+                Change::ForgetIds { .. } => Ok(0),
                 change => index
                     .apply(change, w.loc, true)
                     .map_err(|detail| self.corrupt(detail)),
@@ -356,22 +364,16 @@ impl Writer {
     /// only entries with `seq <= through` and no live idempotency key (see
     /// [`Index::plan_compaction`]).
     ///
-    /// The order makes a crash at any point harmless. First the current topology (when its
-    /// record lies in a segment about to go) and a `Compacted` record are written to the active
-    /// segment and fsynced: until then nothing changed, and a torn write is cut away on open.
-    /// Then the index forgets the dropped entries, and the files are deleted oldest first, the
-    /// directory fsynced after each. Files a crash left behind are replayed on open, dropped
+    /// The order makes a crash at any point harmless. First the current topology and the
+    /// identifier groups (those whose record lies in a segment about to go) and a `Compacted`
+    /// record are written to the active segment and fsynced: until then nothing changed (a copy
+    /// of a group replays as the group itself, in its place), and a torn write is cut away on
+    /// open. Then the index forgets the dropped entries, and the files are deleted oldest first,
+    /// the directory fsynced after each. Files a crash left behind are replayed on open, dropped
     /// again by the `Compacted` record, and deleted.
     fn compact(&mut self, through: Seq) -> Result<Compaction, JournalError> {
         if let Some(detail) = self.shared.failure.lock().clone() {
             return Err(JournalError::WriterStopped { detail });
-        }
-        // A `Compacted` record only ever goes to a segment whose header announces a format that
-        // has it: a build that does not know the record refuses the segment by its version.
-        if self.version < segment::COMPACTED_SINCE {
-            if let Err(e) = self.rotate() {
-                return Err(self.stop(format!("starting a new segment failed: {e}")));
-            }
         }
         let plan = self
             .shared
@@ -401,6 +403,19 @@ impl Writer {
                 Change::Topology(topology),
             ));
         }
+        // Each group keeps its order, so that it is listed where it was recorded, not after the
+        // groups recorded since.
+        for (order, group) in plan.ids {
+            records.push((
+                codec::encode_ids(order, &group.backend, group.seq, &group.pairs),
+                Change::Ids {
+                    order,
+                    backend: group.backend.to_string(),
+                    seq: group.seq,
+                    pairs: group.pairs,
+                },
+            ));
+        }
         records.push((
             codec::encode_compacted(plan.first_seq, plan.first_segment),
             Change::Compacted {
@@ -409,7 +424,11 @@ impl Writer {
             },
         ));
         let size: u64 = records.iter().map(|(f, _)| f.len() as u64).sum();
-        if self.len > segment::HEADER_LEN && self.len + size > self.segment_bytes {
+        // These records only ever go to a segment whose header announces a format that has them:
+        // a build that does not know one refuses the segment by its version.
+        let since = records.iter().map(|(_, c)| c.format_since()).max();
+        let old_format = since.is_some_and(|since| since > self.version);
+        if old_format || (self.len > segment::HEADER_LEN && self.len + size > self.segment_bytes) {
             if let Err(e) = self.rotate() {
                 return Err(self.stop(format!("starting a new segment failed: {e}")));
             }

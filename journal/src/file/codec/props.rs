@@ -175,6 +175,10 @@ fn record() -> impl Strategy<Value = Record> {
             first_segment,
         }),
         2 => transaction().prop_map(Record::Transaction),
+        2 => (any::<u64>(), text(), any::<u64>(), vec((text(), text()), 0..5)).prop_map(
+            |(order, backend, seq, pairs)| Record::Ids { order, backend, seq, pairs }
+        ),
+        1 => (text(), any::<u64>()).prop_map(|(backend, after)| Record::ForgetIds { backend, after }),
     ]
 }
 
@@ -338,7 +342,7 @@ proptest! {
     /// An arbitrary body under a valid checksum, starting with any kind byte (known or not),
     /// never panics the decoder; whatever it accepts is a canonical frame.
     #[test]
-    fn arbitrary_bodies_never_panic(kind in 0u8..=12, rest in vec(any::<u8>(), 0..128)) {
+    fn arbitrary_bodies_never_panic(kind in 0u8..=14, rest in vec(any::<u8>(), 0..128)) {
         let mut body = vec![kind];
         body.extend_from_slice(&rest);
         let frame = frame_of(&body);

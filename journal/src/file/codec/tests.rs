@@ -145,6 +145,74 @@ fn every_record_kind_round_trips() {
             first_segment: 7
         }
     );
+    for pairs in [ids(), vec![], vec![(String::new(), "ürün-7".into())]] {
+        assert_eq!(
+            round_trip(encode_ids(9, "backup-b", 42, &pairs)),
+            Record::Ids {
+                order: 9,
+                backend: "backup-b".into(),
+                seq: 42,
+                pairs
+            }
+        );
+    }
+    for after in [0, 41, u64::MAX] {
+        assert_eq!(
+            round_trip(encode_forget_ids("backup-b", after)),
+            Record::ForgetIds {
+                backend: "backup-b".into(),
+                after
+            }
+        );
+    }
+}
+
+fn ids() -> Vec<(String, String)> {
+    vec![
+        ("acct-7".into(), "9f3c".into()),
+        ("tx-12".into(), "local-12".into()),
+    ]
+}
+
+#[test]
+fn a_damaged_identifier_record_does_not_decode() {
+    let frame = encode_ids(3, "b", 42, &ids());
+    let body = frame_body(&frame).unwrap();
+    // Kind, order, seq, then the backend (4 + 1 bytes): the pair count.
+    let count = 1 + 8 + 8 + 4 + 1;
+    assert_eq!(&body[count..count + 4], &2u32.to_le_bytes());
+    let mut bad = body.to_vec();
+    bad[count..count + 4].copy_from_slice(&1000u32.to_le_bytes());
+    assert!(matches!(decode(&bad), Err(d) if d.contains("exceeds the record")));
+    // One pair fewer than announced: the record ends inside the last pair.
+    let mut bad = body.to_vec();
+    bad[count..count + 4].copy_from_slice(&3u32.to_le_bytes());
+    assert!(decode(&bad).is_err());
+    // A local id that is not UTF-8.
+    let mut bad = body.to_vec();
+    *bad.last_mut().unwrap() = 0xff;
+    assert!(matches!(decode(&bad), Err(d) if d.contains("not UTF-8")));
+    // Cut inside the last pair, and trailing bytes.
+    assert!(decode(&body[..body.len() - 1]).is_err());
+    let mut bad = body.to_vec();
+    bad.push(0);
+    assert!(matches!(decode(&bad), Err(d) if d.contains("unexpected bytes")));
+
+    let frame = encode_forget_ids("b", 7);
+    let body = frame_body(&frame).unwrap();
+    assert!(decode(&body[..body.len() - 1]).is_err());
+    let mut bad = body.to_vec();
+    bad.push(0);
+    assert!(decode(&bad).is_err());
+    // A damaged frame is told apart like any other.
+    let frame = encode_ids(3, "b", 42, &ids());
+    assert_eq!(
+        read_frame(&frame[..frame.len() - 1]),
+        Err(FrameError::Short)
+    );
+    let mut flipped = frame.clone();
+    flipped[FRAME_HEADER + 12] ^= 1;
+    assert_eq!(read_frame(&flipped), Err(FrameError::BadChecksum));
 }
 
 #[test]
