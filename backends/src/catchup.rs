@@ -547,7 +547,7 @@ impl Run<'_> {
                 // It learns its own ids as it replays: the committed answer holds the canonical
                 // ones.
                 let answer = r
-                    .learn_and_translate(&self.backend, entry.seq, &rule, committed, answer)
+                    .learn_and_translate(&self.backend, entry.seq, &rule, committed, &answer)
                     .await
                     .map_err(|e| JoinError::Diverged {
                         backend: self.backend.name.clone(),

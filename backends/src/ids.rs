@@ -490,17 +490,17 @@ pub fn translate_request(
     f: &Lookup<'_>,
 ) -> Option<RequestRecord> {
     let uri = translate_uri(&request.uri, f);
-    let (headers, headers_changed) = translate_headers(&request.headers, f, |name| {
+    let headers = translate_headers(&request.headers, f, |name| {
         rule.headers.iter().any(|h| h.eq_ignore_ascii_case(name))
     });
     let body = translate_body(&request.headers, &request.body, rule.numbers, f);
-    if uri.is_none() && !headers_changed && body.is_none() {
+    if uri.is_none() && headers.is_none() && body.is_none() {
         return None;
     }
     Some(RequestRecord {
         method: request.method.clone(),
         uri: uri.unwrap_or_else(|| request.uri.clone()),
-        headers,
+        headers: headers.unwrap_or_else(|| request.headers.clone()),
         body: body.unwrap_or_else(|| request.body.clone()),
     })
 }
@@ -512,7 +512,7 @@ pub fn translate_response(
     response: &ResponseRecord,
     f: &Lookup<'_>,
 ) -> Option<ResponseRecord> {
-    let (headers, headers_changed) = translate_headers(&response.headers, f, |name| {
+    let headers = translate_headers(&response.headers, f, |name| {
         RESPONSE_HEADERS
             .iter()
             .any(|h| h.eq_ignore_ascii_case(name))
@@ -521,38 +521,41 @@ pub fn translate_response(
                 .any(|p| matches!(p, MintPlace::Header(h) if h.eq_ignore_ascii_case(name)))
     });
     let body = translate_body(&response.headers, &response.body, rule.numbers, f);
-    if !headers_changed && body.is_none() {
+    if headers.is_none() && body.is_none() {
         return None;
     }
     Some(ResponseRecord {
         status: response.status,
-        headers,
+        headers: headers.unwrap_or_else(|| response.headers.clone()),
         body: body.unwrap_or_else(|| response.body.clone()),
     })
 }
 
+/// The headers with the values `translated` names rewritten, or `None` when none changes (no
+/// copy is made then).
 fn translate_headers(
     headers: &[Header],
     f: &Lookup<'_>,
     translated: impl Fn(&str) -> bool,
-) -> (Vec<Header>, bool) {
-    let mut changed = false;
-    let out = headers
-        .iter()
-        .map(|h| {
-            if translated(&h.name) {
-                if let Some(v) = std::str::from_utf8(&h.value)
-                    .ok()
-                    .and_then(|v| translate_header_value(v, f))
-                {
-                    changed = true;
-                    return Header::new(h.name.clone(), v);
-                }
+) -> Option<Vec<Header>> {
+    let mut out: Option<Vec<Header>> = None;
+    for (i, h) in headers.iter().enumerate() {
+        let new = translated(&h.name)
+            .then(|| std::str::from_utf8(&h.value).ok())
+            .flatten()
+            .and_then(|v| translate_header_value(v, f));
+        match (new, &mut out) {
+            (Some(v), None) => {
+                let mut copy = headers[..i].to_vec();
+                copy.push(Header::new(h.name.clone(), v));
+                out = Some(copy);
             }
-            h.clone()
-        })
-        .collect();
-    (out, changed)
+            (Some(v), Some(copy)) => copy.push(Header::new(h.name.clone(), v)),
+            (None, Some(copy)) => copy.push(h.clone()),
+            (None, None) => {}
+        }
+    }
+    out
 }
 
 /// One header value: a `<URL>` list (`Link`), a comma-separated list of tokens (entity tags), a
@@ -791,13 +794,16 @@ fn translate_body(
     let content_type = headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("content-type"))
-        .map(|h| String::from_utf8_lossy(&h.value).to_ascii_lowercase());
-    match content_type.as_deref() {
-        Some(t) if t.starts_with("application/x-www-form-urlencoded") => {
+        .map(|h| h.value.as_ref());
+    let starts_with = |t: &[u8], prefix: &[u8]| {
+        t.len() >= prefix.len() && t[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    match content_type {
+        Some(t) if starts_with(t, b"application/x-www-form-urlencoded") => {
             let text = std::str::from_utf8(body).ok()?;
             translate_form(text, f).map(Bytes::from)
         }
-        Some(t) if !t.contains("json") => None,
+        Some(t) if !t.windows(4).any(|w| w.eq_ignore_ascii_case(b"json")) => None,
         // JSON by its type, or untyped: only if it parses as JSON.
         _ => translate_json(body, numbers, f).map(Bytes::from),
     }
@@ -828,12 +834,12 @@ pub fn translate_json(text: &[u8], numbers: bool, f: &Lookup<'_>) -> Option<Vec<
                 }
                 i += 1;
                 let token = &text[start..i.min(text.len())];
-                let value = if escaped {
-                    serde_json::from_slice::<String>(token).ok()
+                let value: Option<std::borrow::Cow<'_, str>> = if escaped {
+                    serde_json::from_slice::<String>(token).ok().map(Into::into)
                 } else {
                     std::str::from_utf8(&token[1..token.len() - 1])
                         .ok()
-                        .map(str::to_owned)
+                        .map(Into::into)
                 };
                 if let Some(new) = value.as_deref().and_then(f) {
                     let out = out.get_or_insert_with(|| Vec::with_capacity(text.len() + 16));

@@ -939,9 +939,9 @@ impl Replicator {
             return false;
         }
         let translated = self
-            .learn_and_translate(backup, seq, compare, primary, response.clone())
+            .learn_and_translate(backup, seq, compare, primary, response)
             .await;
-        let response = &match translated {
+        let response: &ResponseRecord = match &translated {
             Ok(r) => r,
             Err(minting::LearnError::Journal(e)) => {
                 warn!(backend = %backup.name, seq, error = %e, "journal could not record minted values");
@@ -958,7 +958,7 @@ impl Replicator {
                 if self.eject_diverged(backup, &format!("request {seq}: {e}")) {
                     return false;
                 }
-                response.clone()
+                response
             }
         };
         let ctx = self.pool.compare_context();

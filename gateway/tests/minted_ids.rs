@@ -765,11 +765,13 @@ async fn kinto_ids_and_timestamps_replicate_fail_over_and_rejoin() {
 }
 
 /// Figures for docs/benchmarks.md: the gateway's CPU per write with translation against the same
-/// writes without, and the memory per learned pair. Two deployments side by side, each a
-/// gateway in front of three demo banks: one plain (every copy mints the same sequential ids),
-/// one whose copies mint random ids of their own, with `mint` declared and 1,000,000 pairs per
-/// backup already in the journal (so the maps hold them when the gateway starts). Their runs of
-/// deposits alternate, five each (`ROUNDS`); the medians are compared. Run by `scripts/mint-bench`
+/// writes without, and the memory per learned pair. Three deployments side by side, each a
+/// gateway in front of three demo banks: *plain* (every copy mints the same sequential ids, no
+/// `mint`); *same ids* (the same copies, `mint` declared and 1,000,000 pairs per backup already in
+/// the journal, so every request is translated though none of its tokens is known: the
+/// translation's own cost); *own ids* (copies minting random ids of their own, the same pairs:
+/// every request and answer rewritten). Their runs of deposits alternate, five each (`ROUNDS`);
+/// the medians are compared. Run by `scripts/mint-bench`
 /// (release build); ignored in the normal test run for its length.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "long: run with scripts/mint-bench"]
@@ -821,15 +823,17 @@ async fn mint_bench() {
         rate: Vec<f64>,
     }
 
-    async fn start(root: &Path, random: bool, pairs: u64) -> Side {
-        let dir = root.join(if random { "translated" } else { "plain" });
+    /// A deployment in `root/label`: copies minting random ids or not; `pairs` per backup in
+    /// the journal beforehand, and the `mint` route, when `pairs` is not zero.
+    async fn start(root: &Path, label: &str, random: bool, pairs: u64) -> Side {
+        let dir = root.join(label);
         std::fs::create_dir_all(&dir).unwrap();
         let flags: &[&str] = if random { &["--ids", "random"] } else { &[] };
         let copies: Vec<DemoProc> = ["a", "b", "c"]
             .iter()
             .map(|n| DemoProc::start_with(n, "memory", &dir, flags))
             .collect();
-        if random {
+        if pairs > 0 {
             // The pairs a long-lived deployment would have learned, journaled as the gateway
             // journals them (groups of 1,000 per seq), for both backups.
             let journal = lockstep_journal::FileJournal::open(
@@ -849,7 +853,7 @@ async fn mint_bench() {
             }
             journal.sync().await.unwrap();
         }
-        let mint = if random {
+        let mint = if pairs > 0 {
             "[[routes]]\nmatch = \"POST /accounts\"\nmint = [\"/id\"]\n\n"
         } else {
             ""
@@ -925,27 +929,30 @@ async fn mint_bench() {
     }
 
     let root = tempfile::tempdir().unwrap();
-    let mut plain = start(root.path(), false, 0).await;
+    let mut plain = start(root.path(), "plain", false, 0).await;
+    // The same agreeing copies, the maps loaded and every request translated (no token of these
+    // writes is a known value): the translation's own cost.
+    let mut same = start(root.path(), "same-ids", false, pairs).await;
     let loading = Instant::now();
-    let mut translated = start(root.path(), true, pairs).await;
+    // Copies minting ids of their own: every request and answer rewritten for both backups.
+    let mut own = start(root.path(), "own-ids", true, pairs).await;
     let load_s = loading.elapsed().as_secs_f64();
     // Memory per pair: the translating gateway holds `pairs` per backup, the plain one none.
-    let extra_kib = rss_kib(translated.gateway.pid()).saturating_sub(rss_kib(plain.gateway.pid()));
-    let bytes_per_pair = extra_kib as f64 * 1024.0 / (2 * pairs) as f64;
+    let extra_kib = rss_kib(own.gateway.pid()).saturating_sub(rss_kib(plain.gateway.pid()));
+    let bytes_per_pair = extra_kib as f64 * 1024.0 / (2 * pairs.max(1)) as f64;
     // Warm-up, then alternate.
-    run(&mut plain, writes / 4).await;
-    run(&mut translated, writes / 4).await;
-    plain.cpu_us.clear();
-    plain.rate.clear();
-    translated.cpu_us.clear();
-    translated.rate.clear();
+    for side in [&mut plain, &mut same, &mut own] {
+        run(side, writes / 4).await;
+        side.cpu_us.clear();
+        side.rate.clear();
+    }
     for _ in 0..rounds {
         run(&mut plain, writes).await;
-        run(&mut translated, writes).await;
+        run(&mut same, writes).await;
+        run(&mut own, writes).await;
     }
-    let (p, t) = (median(&plain.cpu_us), median(&translated.cpu_us));
     // Every backup is still in-sync: the translated writes really were equal.
-    for side in [&plain, &translated] {
+    for side in [&plain, &same, &own] {
         let status = admin_call(side.gateway.admin, reqwest::Method::GET, "/status", None)
             .await
             .1;
@@ -953,20 +960,24 @@ async fn mint_bench() {
             assert_eq!(b["state"], "in-sync", "{status}");
         }
     }
+    let runs = |side: &Side| {
+        side.cpu_us
+            .iter()
+            .map(|v| (v * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
+    };
+    let p = median(&plain.cpu_us);
     println!(
-        "{{\"pairs_per_backup\":{pairs},\"writes_per_run\":{writes},\"rounds\":{rounds},\"plain_cpu_us_per_write\":{p:.1},\"translated_cpu_us_per_write\":{t:.1},\"cpu_ratio\":{:.3},\"plain_writes_per_s\":{:.0},\"translated_writes_per_s\":{:.0},\"plain_runs_us\":{:?},\"translated_runs_us\":{:?},\"bytes_per_pair\":{bytes_per_pair:.0},\"start_with_pairs_s\":{load_s:.1}}}",
-        t / p,
+        "{{\"pairs_per_backup\":{pairs},\"writes_per_run\":{writes},\"rounds\":{rounds},\"plain_cpu_us_per_write\":{p:.1},\"same_ids_cpu_us_per_write\":{:.1},\"own_ids_cpu_us_per_write\":{:.1},\"same_ids_ratio\":{:.3},\"own_ids_ratio\":{:.3},\"writes_per_s\":[{:.0},{:.0},{:.0}],\"plain_runs_us\":{:?},\"same_ids_runs_us\":{:?},\"own_ids_runs_us\":{:?},\"bytes_per_pair\":{bytes_per_pair:.0},\"start_with_pairs_s\":{load_s:.1}}}",
+        median(&same.cpu_us),
+        median(&own.cpu_us),
+        median(&same.cpu_us) / p,
+        median(&own.cpu_us) / p,
         median(&plain.rate),
-        median(&translated.rate),
-        plain
-            .cpu_us
-            .iter()
-            .map(|v| (v * 10.0).round() / 10.0)
-            .collect::<Vec<_>>(),
-        translated
-            .cpu_us
-            .iter()
-            .map(|v| (v * 10.0).round() / 10.0)
-            .collect::<Vec<_>>(),
+        median(&same.rate),
+        median(&own.rate),
+        runs(&plain),
+        runs(&same),
+        runs(&own),
     );
 }

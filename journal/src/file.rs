@@ -34,7 +34,7 @@ use crate::{
     TransactionOutcome, TransactionRecord,
 };
 use codec::Record;
-use index::{Change, Index, Loc, StateAt};
+use index::{Change, IdGroup, Index, Loc, StateAt};
 use segment::Tail;
 use writer::{Request, Shared, Write, Writer};
 
@@ -238,20 +238,11 @@ impl FileJournal {
                 oldest.is_some_and(|oldest| loc.segment < oldest),
             )
         };
-        let path = || segment::path(&self.shared.dir, loc.segment);
-        let corrupt = |detail: String| JournalError::Corrupt {
-            path: path().display().to_string(),
-            detail: format!("at offset {}: {detail}", loc.offset),
-        };
-        let file = match file {
-            Some(file) => file,
-            None if compacted => return Ok(None),
-            None => return Err(corrupt("segment is not open".into())),
-        };
-        let mut buf = vec![0; loc.len as usize];
-        file.read_exact_at(&mut buf, loc.offset)?;
-        let body = codec::frame_body(&buf).map_err(|e| corrupt(e.to_string()))?;
-        codec::decode(body).map(Some).map_err(corrupt)
+        match file {
+            Some(file) => read_record(&self.shared.dir, &file, loc).map(Some),
+            None if compacted => Ok(None),
+            None => Err(not_open(&self.shared.dir, loc)),
+        }
     }
 
     /// Reads an entry back from disk and puts its current state and acks on it; `None` when a
@@ -334,6 +325,55 @@ fn transaction_state(state: StateAt, seq: Seq, record: &TransactionRecord) -> Op
         }
         _ => None,
     }
+}
+
+/// The record at `loc` in `file`, the segment `loc` names: read with one `pread` and checked
+/// against its CRC.
+fn read_record(dir: &Path, file: &File, loc: Loc) -> Result<Record, JournalError> {
+    let mut buf = vec![0; loc.len as usize];
+    file.read_exact_at(&mut buf, loc.offset)?;
+    let body = codec::frame_body(&buf).map_err(|e| corrupt_at(dir, loc, e.to_string()))?;
+    codec::decode(body).map_err(|detail| corrupt_at(dir, loc, detail))
+}
+
+/// The pairs of the group of `order`, read back from its record in `file`.
+fn read_id_pairs(
+    dir: &Path,
+    file: &File,
+    order: u64,
+    group: &IdGroup,
+) -> Result<Vec<(String, String)>, JournalError> {
+    match read_record(dir, file, group.loc)? {
+        Record::Ids {
+            order: o,
+            backend,
+            seq,
+            pairs,
+        } if o == order
+            && seq == group.seq
+            && *backend == *group.backend
+            && pairs.len() == group.count =>
+        {
+            Ok(pairs)
+        }
+        _ => Err(corrupt_at(
+            dir,
+            group.loc,
+            "not the record the index expects".into(),
+        )),
+    }
+}
+
+fn corrupt_at(dir: &Path, loc: Loc, detail: String) -> JournalError {
+    JournalError::Corrupt {
+        path: segment::path(dir, loc.segment).display().to_string(),
+        detail: format!("at offset {}: {detail}", loc.offset),
+    }
+}
+
+/// A record the index places in a segment that is not open (nor compacted away).
+fn not_open(dir: &Path, loc: Loc) -> JournalError {
+    corrupt_at(dir, loc, "segment is not open".into())
 }
 
 fn writer_gone() -> JournalError {
@@ -641,7 +681,7 @@ impl Journal for FileJournal {
             order,
             backend: backend.to_owned(),
             seq,
-            pairs,
+            count: pairs.len(),
         };
         self.submit(frame, change).await.map(drop)
     }
@@ -656,16 +696,30 @@ impl Journal for FileJournal {
     }
 
     async fn load_ids(&self) -> Result<Vec<IdPairs>, JournalError> {
-        let index = self.shared.index.lock();
-        Ok(index
-            .ids
-            .values()
-            .map(|g| IdPairs {
-                backend: g.backend.to_string(),
-                seq: g.seq,
-                pairs: g.pairs.clone(),
+        // The groups and the files holding their records are taken together, so that the reads
+        // below see the groups as they were then: a compaction meanwhile writes some of them
+        // again and deletes their old segment, whose open file still reads.
+        let groups: Vec<(u64, IdGroup, Option<Arc<File>>)> = {
+            let index = self.shared.index.lock();
+            let segments = self.shared.segments.read();
+            index
+                .ids
+                .iter()
+                .map(|(&order, g)| (order, g.clone(), segments.get(&g.loc.segment).cloned()))
+                .collect()
+        };
+        let dir = &self.shared.dir;
+        groups
+            .into_iter()
+            .map(|(order, g, file)| {
+                let file = file.ok_or_else(|| not_open(dir, g.loc))?;
+                Ok(IdPairs {
+                    pairs: read_id_pairs(dir, &file, order, &g)?,
+                    backend: g.backend.to_string(),
+                    seq: g.seq,
+                })
             })
-            .collect())
+            .collect()
     }
 }
 

@@ -324,6 +324,85 @@ async fn compaction_keeps_every_pair_in_the_order_recorded() {
     assert_eq!(j.first_seq(), first);
 }
 
+/// The pairs are read back from their records when loaded: a load racing compactions (which
+/// write groups again and delete their old segments) still lists every group recorded before it,
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loading_while_compacting_lists_every_pair_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(Durability::Never);
+    let j = std::sync::Arc::new(open(dir.path(), &options));
+    let mut expected = serve(&*j, 1..=20).await;
+    let recorded_before = expected.len();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = {
+        let (j, stop) = (j.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut loads = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                loads.push(j.load_ids().await.unwrap());
+                tokio::task::yield_now().await;
+            }
+            loads
+        })
+    };
+    for round in 0..10 {
+        let from = 21 + round * 10;
+        expected.extend(serve(&*j, from..=from + 9).await);
+        j.compact(from + 5).await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let loads = loader.await.unwrap();
+    for load in &loads {
+        assert!(
+            load.len() >= recorded_before,
+            "a load sees the pairs of seqs 1..=20"
+        );
+        assert_eq!(load[..], expected[..load.len()]);
+    }
+    assert_eq!(j.load_ids().await.unwrap(), expected);
+    drop(loads);
+    let j = std::sync::Arc::into_inner(j).unwrap();
+    drop(j);
+    let j = open(dir.path(), &options);
+    assert_eq!(j.load_ids().await.unwrap(), expected);
+}
+
+/// A record damaged after it was replayed is found when its pairs are read back: loading them
+/// fails, and so does a compaction that would write them again, which then changes nothing.
+#[tokio::test]
+async fn a_damaged_identifier_record_is_found_when_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(Durability::Always);
+    let j = open(dir.path(), &options);
+    let expected = serve(&j, 1..=20).await;
+    assert_eq!(segments_holding(dir.path(), "b-acct-1"), vec![0]);
+    let path = segment_path(dir.path(), 0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let needle = b"b-acct-1";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    bytes[at] = b'x';
+    std::fs::write(&path, &bytes).unwrap();
+
+    let err = j.load_ids().await.unwrap_err();
+    assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+    let segments = segment_numbers(dir.path());
+    let err = j.compact(20).await.unwrap_err();
+    assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+    assert_eq!(segment_numbers(dir.path()), segments);
+    assert_eq!(j.first_seq(), 1);
+
+    // Repaired, it loads again, and the journal still writes and compacts.
+    bytes[at] = b'b';
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(j.load_ids().await.unwrap(), expected);
+    assert!(j.compact(20).await.unwrap().first_seq > 1);
+    assert_eq!(j.load_ids().await.unwrap(), expected);
+}
+
 /// The segment holding the record forgetting the pairs of `backend` after `after` (its kind, 13,
 /// then its fields).
 fn segment_of_forgetting(dir: &Path, backend: &str, after: Seq) -> u64 {

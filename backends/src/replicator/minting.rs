@@ -129,15 +129,15 @@ impl Replicator {
     /// Learns the pairs `local` (the backup's own answer to `seq`) teaches against `canonical`
     /// (what the client got), journals the new ones, and returns the backup's answer as a client
     /// would see it. A pair that contradicts a known one is an error (a divergence).
-    pub(crate) async fn learn_and_translate(
+    pub(crate) async fn learn_and_translate<'a>(
         &self,
         backup: &Backend,
         seq: Seq,
         rule: &CompareRule,
         canonical: &ResponseRecord,
-        local: ResponseRecord,
-    ) -> Result<ResponseRecord, LearnError> {
-        let pairs = minted_pairs(&rule.mint, canonical, &local);
+        local: &'a ResponseRecord,
+    ) -> Result<std::borrow::Cow<'a, ResponseRecord>, LearnError> {
+        let pairs = minted_pairs(&rule.mint, canonical, local);
         if !pairs.is_empty() {
             let new = backup.ids.learn(seq, &pairs)?;
             if !new.is_empty() {
@@ -147,7 +147,15 @@ impl Replicator {
                     .map_err(LearnError::Journal)?;
             }
         }
-        Ok(self.answer_to_canonical(backup, rule, local))
+        Ok(
+            match backup
+                .ids
+                .response_to_canonical(&rule.translate, &rule.mint, local)
+            {
+                Some(translated) => std::borrow::Cow::Owned(translated),
+                None => std::borrow::Cow::Borrowed(local),
+            },
+        )
     }
 
     /// `backend` is back at its state of `after` (a catch-up replays the rest): the pairs

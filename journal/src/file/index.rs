@@ -1,7 +1,7 @@
 //! The in-memory index of the file journal: per entry only small metadata (time, where its
 //! records lie, its state, its acks), per transaction record its time and where it lies; request
-//! and response bodies stay on disk. The identifier pairs learned from backends are the
-//! exception: they are kept whole, since the gateway loads them all at once.
+//! and response bodies stay on disk. Of a group of identifier pairs only where its record lies
+//! and what selects it (its backend and seq) are kept: the pairs are read back when loaded.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -62,15 +62,17 @@ pub(super) struct Ended {
     pub(super) loc: Loc,
 }
 
-/// A group of identifier pairs the index keeps until it is forgotten, pairs included.
+/// A group of identifier pairs the index keeps until it is forgotten: the pairs themselves stay
+/// in its record, read back by `load_ids` and by a compaction that writes it again.
 #[derive(Debug, Clone)]
 pub(super) struct IdGroup {
     pub(super) backend: Arc<str>,
     /// The seq whose answer it was learned from.
     pub(super) seq: Seq,
-    pub(super) pairs: Vec<(String, String)>,
-    /// The segment holding its record (the latest copy of it, after a compaction rewrote it).
-    pub(super) segment: u64,
+    /// How many pairs its record holds.
+    pub(super) count: usize,
+    /// Where its record lies (the latest copy of it, after a compaction rewrote it).
+    pub(super) loc: Loc,
 }
 
 #[derive(Debug, Clone)]
@@ -123,12 +125,13 @@ pub(super) enum Change {
         seqs: Vec<Seq>,
         commits: Vec<Seq>,
     },
-    /// Identifier pairs of `backend` learned from `seq`; `order` places them among the others.
+    /// `count` identifier pairs of `backend` learned from `seq`; `order` places them among the
+    /// others. The pairs are in the record only.
     Ids {
         order: u64,
         backend: String,
         seq: Seq,
-        pairs: Vec<(String, String)>,
+        count: usize,
     },
     /// Forgets the pairs of `backend` learned from seqs after `after`.
     ForgetIds {
@@ -183,7 +186,7 @@ impl Change {
                 order,
                 backend,
                 seq,
-                pairs,
+                count: pairs.len(),
             },
             Record::ForgetIds { backend, after } => Change::ForgetIds { backend, after },
         }
@@ -264,7 +267,7 @@ pub(super) struct Plan {
     /// again first).
     pub(super) topology: Option<Topology>,
     /// The identifier groups whose record lies in a segment to delete, by order (they must be
-    /// written again first).
+    /// read back and written again first).
     pub(super) ids: Vec<(u64, IdGroup)>,
 }
 
@@ -436,18 +439,17 @@ impl Index {
                 order,
                 backend,
                 seq,
-                pairs,
+                count,
             } => {
                 let backend = self.intern(&backend);
                 self.next_ids_order = self.next_ids_order.max(order.saturating_add(1));
                 // A group of the same order is the same group: the copy a compaction wrote takes
                 // the place of the record it copied (replayed from a file left behind).
-                let segment = loc.segment;
                 let group = IdGroup {
                     backend,
                     seq,
-                    pairs,
-                    segment,
+                    count,
+                    loc,
                 };
                 self.ids.insert(order, group);
             }
@@ -483,7 +485,7 @@ impl Index {
         // The groups the compaction kept were written again, in a kept segment, before its
         // record: what is left below are records replayed from files a crash left behind, of
         // groups forgotten since.
-        self.ids.retain(|_, g| g.segment >= first_segment);
+        self.ids.retain(|_, g| g.loc.segment >= first_segment);
         self.compacted_through = self.compacted_through.max(first_seq.saturating_sub(1));
         self.first_segment = self.first_segment.max(first_segment);
         // Every dropped seq is below `first_seq`: after a restart that leaves no entry, the next
@@ -526,7 +528,7 @@ impl Index {
         let ids = self
             .ids
             .iter()
-            .filter(|(_, g)| g.segment < first_segment)
+            .filter(|(_, g)| g.loc.segment < first_segment)
             .map(|(&order, g)| (order, g.clone()))
             .collect();
         Plan {

@@ -365,11 +365,12 @@ impl Writer {
     /// [`Index::plan_compaction`]).
     ///
     /// The order makes a crash at any point harmless. First the current topology and the
-    /// identifier groups (those whose record lies in a segment about to go) and a `Compacted`
-    /// record are written to the active segment and fsynced: until then nothing changed (a copy
-    /// of a group replays as the group itself, in its place), and a torn write is cut away on
-    /// open. Then the index forgets the dropped entries, and the files are deleted oldest first,
-    /// the directory fsynced after each. Files a crash left behind are replayed on open, dropped
+    /// identifier groups (those whose record lies in a segment about to go, read back from it)
+    /// and a `Compacted` record are written to the active segment and fsynced: until then
+    /// nothing changed (a copy of a group replays as the group itself, in its place), and a torn
+    /// write is cut away on open. Then the index forgets the dropped entries (and points the
+    /// groups at their copies), and the files are deleted oldest first, the directory fsynced
+    /// after each. Files a crash left behind are replayed on open, dropped
     /// again by the `Compacted` record, and deleted.
     fn compact(&mut self, through: Seq) -> Result<Compaction, JournalError> {
         if let Some(detail) = self.shared.failure.lock().clone() {
@@ -404,15 +405,19 @@ impl Writer {
             ));
         }
         // Each group keeps its order, so that it is listed where it was recorded, not after the
-        // groups recorded since.
+        // groups recorded since. Its pairs are read back from the segment about to go (nothing
+        // was written yet: a failed read leaves the journal as it was).
         for (order, group) in plan.ids {
+            let file = self.shared.segments.read().get(&group.loc.segment).cloned();
+            let file = file.ok_or_else(|| super::not_open(&self.shared.dir, group.loc))?;
+            let pairs = super::read_id_pairs(&self.shared.dir, &file, order, &group)?;
             records.push((
-                codec::encode_ids(order, &group.backend, group.seq, &group.pairs),
+                codec::encode_ids(order, &group.backend, group.seq, &pairs),
                 Change::Ids {
                     order,
                     backend: group.backend.to_string(),
                     seq: group.seq,
-                    pairs: group.pairs,
+                    count: group.count,
                 },
             ));
         }
