@@ -2,6 +2,9 @@
 //! torn tails and damage, the lock, group commit, segments, compaction (and crashes during it),
 //! and agreement with `MemoryJournal`.
 
+#[path = "support/segments.rs"]
+mod segments;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,6 +15,7 @@ use lockstep_journal::{
     Header, IdPairs, IdempotencyKey, Journal, JournalError, MemoryJournal, RequestRecord,
     ResponseRecord, Seq, Topology, TransactionOutcome, TransactionRecord,
 };
+use segments::{copy_dir, crashed_compaction, segment_numbers, segment_path};
 
 fn time(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
@@ -583,22 +587,6 @@ fn small_segments(durability: Durability) -> FileJournalOptions {
 }
 
 /// The numbers of the segment files in `dir`, in order.
-fn segment_numbers(dir: &Path) -> Vec<u64> {
-    segment_files(dir)
-        .iter()
-        .map(|p| {
-            let name = p.file_name().unwrap().to_str().unwrap();
-            name["segment-".len()..name.len() - ".log".len()]
-                .parse()
-                .unwrap()
-        })
-        .collect()
-}
-
-fn segment_path(dir: &Path, number: u64) -> PathBuf {
-    dir.join(format!("segment-{number:020}.log"))
-}
-
 /// The segment holding the append record of `seq` (found by its `x-request` header, which only
 /// the append record carries).
 fn segment_of(dir: &Path, seq: Seq) -> u64 {
@@ -843,13 +831,6 @@ async fn compaction_of_only_the_active_segment_drops_nothing() {
     assert_eq!(segment_files(dir.path()).len(), 1);
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for item in std::fs::read_dir(from).unwrap() {
-        let item = item.unwrap();
-        std::fs::copy(item.path(), to.join(item.file_name())).unwrap();
-    }
-}
-
 /// A crash anywhere in a compaction: before its record is complete the journal reopens as it
 /// was; once the record is durable it reopens compacted, whichever of the files to delete are
 /// still there (the oldest go first, but any pattern is accepted), and deletes them.
@@ -909,15 +890,7 @@ async fn a_crash_during_compaction_reopens_to_a_consistent_journal() {
         ("only the oldest left", deleted[..1].to_vec()),
     ];
     for (case, left) in leftovers {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(done.path(), dir.path());
-        for &number in &left {
-            std::fs::copy(
-                segment_path(template.path(), number),
-                segment_path(dir.path(), number),
-            )
-            .unwrap();
-        }
+        let dir = crashed_compaction(done.path(), template.path(), &left, None);
         assert_eq!(open_state(dir.path().to_path_buf()).await, after, "{case}");
         assert_eq!(
             segment_numbers(dir.path()),
@@ -935,21 +908,7 @@ async fn a_crash_during_compaction_reopens_to_a_consistent_journal() {
         active_after - 9,
         active_after - 1,
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(done.path(), dir.path());
-        for &number in &deleted {
-            std::fs::copy(
-                segment_path(template.path(), number),
-                segment_path(dir.path(), number),
-            )
-            .unwrap();
-        }
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(segment_path(dir.path(), active))
-            .unwrap();
-        f.set_len(cut).unwrap();
-        drop(f);
+        let dir = crashed_compaction(done.path(), template.path(), &deleted, Some((active, cut)));
         assert_eq!(
             open_state(dir.path().to_path_buf()).await,
             before,

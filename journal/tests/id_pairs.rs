@@ -4,7 +4,10 @@
 //! races the recording of new pairs; compaction (and a crash at any point of it) keeps every
 //! pair, in the order recorded; they only ever go to segments of format version 3.
 
-use std::path::{Path, PathBuf};
+#[path = "support/segments.rs"]
+mod segments;
+
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -12,6 +15,7 @@ use lockstep_journal::{
     Durability, Entry, FileJournal, FileJournalOptions, IdPairs, Journal, JournalError,
     MemoryJournal, RequestRecord, ResponseRecord, Seq,
 };
+use segments::{copy_dir, crashed_compaction, segment_numbers, segment_path};
 
 fn time(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
@@ -63,26 +67,6 @@ fn small_segments(durability: Durability) -> FileJournalOptions {
     }
 }
 
-fn segment_path(dir: &Path, number: u64) -> PathBuf {
-    dir.join(format!("segment-{number:020}.log"))
-}
-
-/// The numbers of the segment files in `dir`, in order.
-fn segment_numbers(dir: &Path) -> Vec<u64> {
-    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_prefix("segment-")?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    numbers.sort_unstable();
-    numbers
-}
-
 /// The segments holding a record of the local id `local` (only the records of its pairs carry
 /// it), found by its encoding: its length, then its bytes.
 fn segments_holding(dir: &Path, local: &str) -> Vec<u64> {
@@ -95,13 +79,6 @@ fn segments_holding(dir: &Path, local: &str) -> Vec<u64> {
             bytes.windows(needle.len()).any(|w| w == needle)
         })
         .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for item in std::fs::read_dir(from).unwrap() {
-        let item = item.unwrap();
-        std::fs::copy(item.path(), to.join(item.file_name())).unwrap();
-    }
 }
 
 fn set_version(dir: &Path, number: u64, version: u32) {
@@ -503,15 +480,7 @@ async fn a_crash_during_compaction_keeps_every_pair() {
         ("only the oldest left", deleted[..1].to_vec()),
         ("all but the forgetting left", but_forgetting.collect()),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(done.path(), dir.path());
-        for &number in &left {
-            std::fs::copy(
-                segment_path(template.path(), number),
-                segment_path(dir.path(), number),
-            )
-            .unwrap();
-        }
+        let dir = crashed_compaction(done.path(), template.path(), &left, None);
         let (j, ids) = reopened(dir.path()).await;
         assert_eq!(ids, expected, "{case}");
         drop(j);
@@ -525,21 +494,12 @@ async fn a_crash_during_compaction_keeps_every_pair() {
         .iter()
         .flat_map(|&s| [s, s + 3, s + 11]);
     for cut in cuts {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(done.path(), dir.path());
-        for &number in &deleted {
-            std::fs::copy(
-                segment_path(template.path(), number),
-                segment_path(dir.path(), number),
-            )
-            .unwrap();
-        }
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(segment_path(dir.path(), active))
-            .unwrap();
-        f.set_len(cut as u64).unwrap();
-        drop(f);
+        let dir = crashed_compaction(
+            done.path(),
+            template.path(),
+            &deleted,
+            Some((active, cut as u64)),
+        );
         let (j, ids) = reopened(dir.path()).await;
         assert_eq!(ids, expected, "cut at {cut}");
         assert_eq!(
